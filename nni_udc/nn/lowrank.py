@@ -1,0 +1,112 @@
+"""Low-rank Conv2d and Linear: a dense layer replaced by two thinner ones (HALOC's rank as a choice).
+
+``LowRankConv2d`` is a ``k×k`` conv to ``rank`` channels followed by a ``1×1`` conv to ``out_channels``.
+``from_dense`` initialises both factors from the dense layer's SVD (best rank-r approximation).
+"""
+from __future__ import annotations
+
+import torch
+from nni.nas.nn.pytorch import ParametrizedModule
+from torch import nn
+
+from nni_udc.functional import factorize_conv2d, factorize_linear, max_rank
+from nni_udc.nn._checks import check_rank
+
+__all__ = ["LowRankConv2d", "LowRankLinear", "MutableLowRankConv2d", "MutableLowRankLinear"]
+
+
+class LowRankConv2d(nn.Module):
+    """Conv2d factorised at ``rank``: ``first`` (k×k, ``in → rank``, no bias), then ``second`` (1×1, ``rank → out``).
+
+    Example:
+        >>> dense = nn.Conv2d(8, 16, 3, padding=1)
+        >>> lr = LowRankConv2d.from_dense(dense, rank=16)   # full rank: same function
+        >>> x = torch.randn(1, 8, 6, 6)
+        >>> bool(torch.allclose(lr(x), dense(x), atol=1e-5))
+        True
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 bias: bool = True, *, rank: int) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size = nn.modules.utils._pair(kernel_size)
+        self.stride, self.padding, self.dilation = stride, padding, dilation
+        self.groups = 1
+        self.rank = check_rank(rank, max_rank(out_channels, in_channels, self.kernel_size))
+        self.first = nn.Conv2d(in_channels, self.rank, kernel_size, stride, padding, dilation, bias=False)
+        self.second = nn.Conv2d(self.rank, out_channels, 1, bias=bias)
+
+    @classmethod
+    def from_dense(cls, conv: nn.Conv2d, rank: int) -> LowRankConv2d:
+        """A factorised copy of ``conv`` (groups must be 1) initialised from its SVD."""
+        if conv.groups != 1:
+            raise ValueError(f"low-rank factorisation needs groups=1, but got groups={conv.groups}")
+        lr = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                 conv.dilation, conv.bias is not None, rank=rank)
+        lr.load_dense(conv.weight, conv.bias)
+        return lr
+
+    @torch.no_grad()
+    def load_dense(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+        """Set both factors from a dense ``(out, in, kh, kw)`` weight."""
+        first, second = factorize_conv2d(weight, self.rank)
+        self.first.weight.copy_(first)
+        self.second.weight.copy_(second)
+        if bias is not None and self.second.bias is not None:
+            self.second.bias.copy_(bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.second(self.first(x))
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, rank={self.rank}"
+
+
+class LowRankLinear(nn.Module):
+    """Linear factorised at ``rank``: ``first`` (``in → rank``, no bias), then ``second`` (``rank → out``).
+
+    Example:
+        >>> dense = nn.Linear(10, 6)
+        >>> lr = LowRankLinear.from_dense(dense, rank=6)
+        >>> x = torch.randn(3, 10)
+        >>> bool(torch.allclose(lr(x), dense(x), atol=1e-5))
+        True
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, rank: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.rank = check_rank(rank, max_rank(out_features, in_features))
+        self.first = nn.Linear(in_features, self.rank, bias=False)
+        self.second = nn.Linear(self.rank, out_features, bias=bias)
+
+    @classmethod
+    def from_dense(cls, linear: nn.Linear, rank: int) -> LowRankLinear:
+        """A factorised copy of ``linear`` initialised from its SVD."""
+        lr = cls(linear.in_features, linear.out_features, linear.bias is not None, rank=rank)
+        lr.load_dense(linear.weight, linear.bias)
+        return lr
+
+    @torch.no_grad()
+    def load_dense(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+        """Set both factors from a dense ``(out, in)`` weight."""
+        first, second = factorize_linear(weight, self.rank)
+        self.first.weight.copy_(first)
+        self.second.weight.copy_(second)
+        if bias is not None and self.second.bias is not None:
+            self.second.bias.copy_(bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.second(self.first(x))
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, rank={self.rank}"
+
+
+class MutableLowRankConv2d(ParametrizedModule, LowRankConv2d, wraps=LowRankConv2d):
+    """:class:`LowRankConv2d` whose ``rank`` (or any argument) may be an ``nni.choice``."""
+
+
+class MutableLowRankLinear(ParametrizedModule, LowRankLinear, wraps=LowRankLinear):
+    """:class:`LowRankLinear` whose ``rank`` (or any argument) may be an ``nni.choice``."""

@@ -1,0 +1,142 @@
+"""Quantised, optionally sparse Conv2d and Linear layers.
+
+The plain classes (``QuantConv2d``, ``QuantLinear``) are what a frozen model holds. Their NNI twins
+(``MutableQuantConv2d``, ``MutableQuantLinear``) accept an ``nni.choice`` for any argument and freeze
+back into the plain class.
+
+Forward pass: input activations are fake-quantised to ``act_bits`` with a learnable PACT clip; weights
+are magnitude-pruned to ``sparsity`` and then fake-quantised to ``weight_bits`` (one value, or one per
+output channel where 0 removes the channel).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from nni.nas.nn.pytorch import ParametrizedModule
+from torch import nn
+
+from nni_udc.functional import fake_quantize_activation, fake_quantize_weight, magnitude_mask
+from nni_udc.nn._checks import check_act_bits, check_channel_bits, check_sparsity
+
+__all__ = ["ActivationQuantizer", "MutableQuantConv2d", "MutableQuantLinear", "QuantConv2d", "QuantLinear"]
+
+
+class ActivationQuantizer(nn.Module):
+    """PACT activation fake-quantiser with a learnable clipping range.
+
+    The clip starts at the largest magnitude of the first training batch it sees (or at
+    ``init_clip`` when it is given), then learns. ``bits=32`` is the identity.
+
+    Example:
+        >>> q = ActivationQuantizer(4, signed=False)
+        >>> y = q(torch.rand(8, 3))
+        >>> len(torch.unique(y)) <= 16
+        True
+    """
+
+    def __init__(self, bits: int = 32, *, signed: bool = True, init_clip: float | None = None) -> None:
+        super().__init__()
+        self.bits = check_act_bits(bits)
+        self.signed = signed
+        self.clip = nn.Parameter(torch.tensor(float(init_clip) if init_clip else 1.0))
+        self.register_buffer("initialized", torch.tensor(init_clip is not None))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bits >= 32:
+            return x
+        if not bool(self.initialized):
+            with torch.no_grad():
+                self.clip.fill_(float(x.detach().abs().max().clamp_min(1e-3)))
+                self.initialized.fill_(True)
+        return fake_quantize_activation(x, self.bits, self.clip, signed=self.signed)
+
+    def extra_repr(self) -> str:
+        return f"bits={self.bits}, signed={self.signed}"
+
+
+class _Compressed:
+    """Shared behaviour of the quantised layers: the weight actually used in the forward pass."""
+
+    weight: nn.Parameter
+    weight_bits: int | list[int]
+    sparsity: float
+
+    def _setup_compression(self, out_channels: int, weight_bits, act_bits: int, sparsity: float, act_signed: bool) -> None:
+        if isinstance(weight_bits, Sequence):
+            weight_bits = list(weight_bits)
+        self.weight_bits = check_channel_bits(weight_bits, out_channels)
+        self.sparsity = check_sparsity(sparsity)
+        self.act_bits = check_act_bits(act_bits)
+        self.act_quant = ActivationQuantizer(self.act_bits, signed=act_signed)
+
+    def compressed_weight(self) -> torch.Tensor:
+        """The pruned, fake-quantised weight (what the hardware would store)."""
+        w = self.weight
+        if self.sparsity > 0:
+            w = w * magnitude_mask(w, self.sparsity)
+        return fake_quantize_weight(w, self.weight_bits)
+
+    def _compression_repr(self) -> str:
+        return f"weight_bits={self.weight_bits}, act_bits={self.act_bits}, sparsity={self.sparsity}"
+
+
+class QuantConv2d(_Compressed, nn.Conv2d):
+    """``nn.Conv2d`` with weight bits (per layer or per output channel), activation bits and sparsity.
+
+    Example:
+        >>> conv = QuantConv2d(3, 8, 3, padding=1, weight_bits=4, act_bits=8, sparsity=0.5)
+        >>> conv(torch.randn(2, 3, 8, 8)).shape
+        torch.Size([2, 8, 8, 8])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
+                 weight_bits: int | Sequence[int] = 8, act_bits: int = 32, sparsity: float = 0.0,
+                 act_signed: bool = True) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode)
+        self._setup_compression(out_channels, weight_bits, act_bits, sparsity, act_signed)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(self.act_quant(x), self.compressed_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, {self._compression_repr()}"
+
+
+class QuantLinear(_Compressed, nn.Linear):
+    """``nn.Linear`` with weight bits (per layer or per output feature), activation bits and sparsity.
+
+    Example:
+        >>> fc = QuantLinear(16, 4, weight_bits=[8, 4, 0, 2])
+        >>> fc(torch.randn(2, 16))[:, 2].abs().max().item() == abs(fc.bias[2].item())
+        True
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
+                 weight_bits: int | Sequence[int] = 8, act_bits: int = 32, sparsity: float = 0.0,
+                 act_signed: bool = True) -> None:
+        super().__init__(in_features, out_features, bias)
+        self._setup_compression(out_features, weight_bits, act_bits, sparsity, act_signed)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(self.act_quant(x), self.compressed_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, {self._compression_repr()}"
+
+
+class MutableQuantConv2d(ParametrizedModule, QuantConv2d, wraps=QuantConv2d):
+    """:class:`QuantConv2d` whose arguments may be ``nni.choice``; ``freeze()`` returns a plain ``QuantConv2d``.
+
+    Example:
+        >>> import nni
+        >>> conv = MutableQuantConv2d(3, 8, 3, weight_bits=nni.choice('b', [2, 4, 8]))
+        >>> type(conv.freeze({'b': 4})).__name__
+        'QuantConv2d'
+    """
+
+
+class MutableQuantLinear(ParametrizedModule, QuantLinear, wraps=QuantLinear):
+    """:class:`QuantLinear` whose arguments may be ``nni.choice``; ``freeze()`` returns a plain ``QuantLinear``."""

@@ -1,0 +1,76 @@
+"""DASS-style sparse ops: a weight plus learnable importance scores, masked to a fixed sparsity.
+
+The mask keeps the weights with the largest ``|score|`` (exactly ``round(sparsity·n)`` zeros) and passes
+its gradient straight through to the scores, so the set of kept weights can change while training.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from nni.nas.nn.pytorch import ParametrizedModule
+from torch import nn
+
+from nni_udc.functional import topk_mask_ste
+from nni_udc.nn._checks import check_sparsity
+
+__all__ = ["MutableSparseConv2d", "MutableSparseLinear", "SparseConv2d", "SparseLinear"]
+
+
+class _Scored:
+    weight: nn.Parameter
+    sparsity: float
+    scores: nn.Parameter
+
+    def _setup_scores(self, sparsity: float) -> None:
+        self.sparsity = check_sparsity(sparsity)
+        # Scores start at |w|: the first mask is the magnitude mask.
+        self.scores = nn.Parameter(self.weight.detach().abs().clone())
+
+    def mask(self) -> torch.Tensor:
+        return topk_mask_ste(self.scores, self.sparsity)
+
+    def masked_weight(self) -> torch.Tensor:
+        return self.weight * self.mask()
+
+
+class SparseConv2d(_Scored, nn.Conv2d):
+    """``nn.Conv2d`` whose weight is masked to ``sparsity`` by learnable scores.
+
+    Example:
+        >>> conv = SparseConv2d(4, 8, 3, sparsity=0.75)
+        >>> int((conv.masked_weight() == 0).sum())
+        216
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *, sparsity: float = 0.5) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode)
+        self._setup_scores(sparsity)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.masked_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, sparsity={self.sparsity}"
+
+
+class SparseLinear(_Scored, nn.Linear):
+    """``nn.Linear`` whose weight is masked to ``sparsity`` by learnable scores."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, sparsity: float = 0.5) -> None:
+        super().__init__(in_features, out_features, bias)
+        self._setup_scores(sparsity)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.masked_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, sparsity={self.sparsity}"
+
+
+class MutableSparseConv2d(ParametrizedModule, SparseConv2d, wraps=SparseConv2d):
+    """:class:`SparseConv2d` whose ``sparsity`` (or any argument) may be an ``nni.choice``."""
+
+
+class MutableSparseLinear(ParametrizedModule, SparseLinear, wraps=SparseLinear):
+    """:class:`SparseLinear` whose ``sparsity`` (or any argument) may be an ``nni.choice``."""
