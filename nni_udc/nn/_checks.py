@@ -30,9 +30,9 @@ def check_channel_bits(value: Any, out_channels: int, *, field: str = "weight_bi
     if isinstance(value, Sequence) and not isinstance(value, str):
         bits = [check_weight_bits(b, field=f"{field}[{i}]", allow_zero=True) for i, b in enumerate(value)]
         if len(bits) != out_channels:
-            raise ValueError(f"{field} must list one bit-width per output channel ({out_channels}), but got {len(bits)}")
+            raise ValueError(f"{field} must list one bit-width per output channel ({out_channels}), but got {len(bits)}: {bits!r}")
         if not any(bits):
-            raise ValueError(f"{field} must keep at least one output channel, but all {len(bits)} are 0 bits")
+            raise ValueError(f"{field} must keep at least one output channel, but got {bits!r} (all 0 bits)")
         return bits
     return check_weight_bits(value, field=field)
 

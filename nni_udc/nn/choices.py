@@ -25,8 +25,12 @@ def _candidates(label: str, values: Any, what: str) -> list:
         raise ValueError(f"{what} candidates for {label!r} must be a list, but got {values!r}")
     values = list(values)
     if not values:
-        raise ValueError(f"{what} candidates for {label!r} must not be empty")
-    if len(set(values)) != len(values):
+        raise ValueError(f"{what} candidates for {label!r} must not be empty, but got {values!r}")
+    try:
+        distinct = len(set(values))
+    except TypeError:  # unhashable candidate (e.g. a nested list): a bad value, not a crash
+        raise ValueError(f"{what} candidates for {label!r} must be numbers, but got {values!r}") from None
+    if distinct != len(values):
         raise ValueError(f"{what} candidates for {label!r} must be distinct, but got {values!r}")
     return values
 

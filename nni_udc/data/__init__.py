@@ -1,0 +1,47 @@
+"""Bundled real data sets, available offline: scikit-learn's digits and MNIST-1D.
+
+Each loader returns a :class:`DatasetSplits` of seeded, stratified train / val / test
+``TensorDataset`` splits (float32 inputs standardised with train statistics, int64 labels).
+:func:`load_dataset` picks a loader by name.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from nni_udc.data._split import DatasetSplits
+from nni_udc.data.digits import load_digits_splits
+from nni_udc.data.mnist1d import load_mnist1d_splits
+
+__all__ = [
+    "DATASET_NAMES",
+    "DatasetSplits",
+    "load_dataset",
+    "load_digits_splits",
+    "load_mnist1d_splits",
+]
+
+_LOADERS: dict[str, Callable[..., DatasetSplits]] = {
+    "digits": load_digits_splits,
+    "mnist1d": load_mnist1d_splits,
+}
+#: Names :func:`load_dataset` accepts.
+DATASET_NAMES: tuple[str, ...] = tuple(sorted(_LOADERS))
+
+
+def load_dataset(name: str, **kw: Any) -> DatasetSplits:
+    """Load the bundled data set ``name`` (one of :data:`DATASET_NAMES`), passing ``kw`` to its loader.
+
+    Raises:
+        ValueError: ``name`` is not a known data set (the message lists the known ones), or the
+            loader rejects ``kw``.
+
+    Example:
+        >>> splits = load_dataset("digits", seed=1)
+        >>> splits.name, splits.num_classes, splits.input_shape
+        ('digits', 10, (1, 8, 8))
+    """
+    try:
+        loader = _LOADERS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASET_NAMES)}") from None
+    return loader(**kw)

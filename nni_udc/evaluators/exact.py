@@ -1,0 +1,72 @@
+"""Exact cost of a frozen model: run one forward pass, record each weight layer's spec, apply the formulas."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from nni_udc.evaluators.costs import COSTS, CostFn, resolve_cost
+from nni_udc.evaluators.layers import find_spec_builder
+from nni_udc.evaluators.spec import LayerSpec
+
+__all__ = ["exact_costs", "model_specs"]
+
+
+def model_specs(model: nn.Module, example_input: torch.Tensor | tuple) -> list[LayerSpec]:
+    """Specs of every weight layer that runs in ``model``'s forward pass on ``example_input``.
+
+    A module with a spec builder is described as a whole (its children are not visited again);
+    layers that never run (e.g. unused branches) are left out.
+
+    Example:
+        >>> from nni_udc.nn import QuantConv2d
+        >>> specs = model_specs(nn.Sequential(QuantConv2d(1, 4, 3, weight_bits=4)), torch.zeros(1, 1, 8, 8))
+        >>> specs[0].positions, specs[0].weight_bits
+        (36, 4)
+    """
+    found: dict[str, list[LayerSpec]] = {}
+    handles, owners = [], []
+    for name, module in model.named_modules():
+        if any(name.startswith(owner + ".") for owner in owners):
+            continue
+        builder = find_spec_builder(module)
+        if builder is None:
+            continue
+        owners.append(name)
+
+        def hook(mod: nn.Module, args: Any, output: torch.Tensor, name: str = name, builder=builder) -> None:
+            found.setdefault(name, builder(name, mod, tuple(output.shape)))
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            args = example_input if isinstance(example_input, tuple) else (example_input,)
+            was_training = model.training
+            model.eval()
+            model(*args)
+            model.train(was_training)
+    finally:
+        for h in handles:
+            h.remove()
+    return [spec for name in owners if name in found for spec in found[name]]
+
+
+def exact_costs(model: nn.Module, example_input: torch.Tensor | tuple,
+                costs: Iterable[str | CostFn] | None = None) -> dict[str, float]:
+    """Every requested cost of a frozen ``model`` (default: all of :data:`~nni_udc.evaluators.costs.COSTS`).
+
+    Example:
+        >>> from nni_udc.nn import QuantLinear
+        >>> exact_costs(nn.Sequential(QuantLinear(10, 4, weight_bits=8)), torch.zeros(1, 10))['memory_bits']
+        448.0
+    """
+    specs = model_specs(model, example_input)
+    names = list(COSTS) if costs is None else list(costs)
+    out = {}
+    for cost in names:
+        fn = resolve_cost(cost)
+        key = cost if isinstance(cost, str) else getattr(cost, "__name__", repr(cost))
+        out[key] = float(sum((fn(s) for s in specs), 0))
+    return out

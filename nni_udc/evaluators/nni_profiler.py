@@ -1,0 +1,129 @@
+"""Our cost formulas inside NNI's profiler machinery.
+
+Two things:
+
+1. :func:`register_nni_formulas` teaches NNI's own ``FlopsProfiler`` / ``NumParamsProfiler`` (and its shape
+   inference) our modules, with MACs as "flops" and our parameter count as "params". It runs when
+   :mod:`nni_udc.evaluators` is imported.
+2. :class:`CostProfiler` turns any cost formula (``'memory_bits'``, ``'bitops'``, a function of a spec)
+   into a symbolic NNI expression over a model space, usable by ``ExpressionConstraint`` and
+   NNI's multi-trial strategies. ``LayerChoice`` becomes ``switch_case``; ``Repeat`` depth becomes
+   ``(depth >= i) * block``, as in NNI's FLOPs profiler.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from nni.mutable import MutableExpression, Sample
+from nni.nas.nn.pytorch import LayerChoice, ModelSpace, Repeat
+from nni.nas.profiler import ExpressionProfiler
+from nni.nas.profiler.pytorch.flops import FlopsResult, register_flops_formula
+from nni.nas.profiler.pytorch.utils import (
+    ShapeTensor,
+    concat_name,
+    profiler_leaf_module,
+    standardize_arguments,
+    submodule_input_output_shapes,
+)
+from nni.nas.profiler.pytorch.utils.shape_formula import (
+    conv2d_formula,
+    linear_formula,
+    register_shape_inference_formula,
+)
+from torch import nn
+
+from nni_udc.evaluators.costs import CostFn, macs, params, resolve_cost
+from nni_udc.evaluators.layers import find_spec_builder
+from nni_udc.nn import (
+    LowRankConv2d,
+    LowRankLinear,
+    MutableLowRankConv2d,
+    MutableLowRankLinear,
+    MutableQuantConv2d,
+    MutableQuantLinear,
+    MutableSparseConv2d,
+    MutableSparseLinear,
+    QuantConv2d,
+    QuantLinear,
+    SparseConv2d,
+    SparseLinear,
+)
+
+__all__ = ["CostProfiler", "register_nni_formulas"]
+
+_CONV_TYPES = (QuantConv2d, MutableQuantConv2d, SparseConv2d, MutableSparseConv2d, LowRankConv2d, MutableLowRankConv2d)
+_LINEAR_TYPES = (QuantLinear, MutableQuantLinear, SparseLinear, MutableSparseLinear, LowRankLinear, MutableLowRankLinear)
+_registered = False
+
+
+def _flops_formula(module: nn.Module, inputs: Any, output: Any, name: str = "", count_bias: bool = True) -> FlopsResult:
+    specs = find_spec_builder(module)(name, module, output)  # type: ignore[misc]
+    flops = sum(macs(s) for s in specs)
+    if count_bias:  # NNI counts one add per bias per output position
+        flops = flops + sum(s.positions * s.out_channels for s in specs if s.bias)
+    return FlopsResult(flops, sum(params(s) for s in specs))
+
+
+def register_nni_formulas() -> None:
+    """Register shape inference and FLOPs/params formulas of every nni-udc module with NNI (idempotent)."""
+    global _registered
+    if _registered:
+        return
+    for cls in _CONV_TYPES + _LINEAR_TYPES:
+        profiler_leaf_module(cls)
+        register_shape_inference_formula(cls, conv2d_formula if cls in _CONV_TYPES else linear_formula)
+        register_flops_formula(cls, _flops_formula)
+    _registered = True
+
+
+def _symbolic_cost(name: str, module: nn.Module, shapes: dict, cost: CostFn) -> Any:
+    if isinstance(module, LayerChoice):
+        branches = {v: _symbolic_cost(concat_name(name, str(v)), module[v], shapes, cost) for v in module.choice.values}
+        return MutableExpression.switch_case(module.choice, branches)
+    if isinstance(module, Repeat):
+        if isinstance(module.depth_choice, int):
+            return sum(_symbolic_cost(concat_name(name, f"blocks.{i}"), module.blocks[i], shapes, cost)
+                       for i in range(module.depth_choice))
+        return sum((module.depth_choice >= d) * _symbolic_cost(concat_name(name, f"blocks.{d - 1}"), block, shapes, cost)
+                   for d, block in enumerate(module.blocks, start=1))
+    builder = find_spec_builder(module)
+    if builder is not None:
+        if name not in shapes:
+            raise KeyError(f"no shape was inferred for module {name!r} ({type(module).__name__}); "
+                           f"did it run in the forward pass? Modules with shapes: {sorted(shapes)[:20]}")
+        return sum(cost(s) for s in builder(name, module, shapes[name][1]))
+    return sum((_symbolic_cost(concat_name(name, n), child, shapes, cost) for n, child in module.named_children()), 0)
+
+
+class CostProfiler(ExpressionProfiler):
+    """A cost of every model in a space, as one NNI expression over the space's labels.
+
+    Args:
+        model_space: the space (build the profiler before a one-shot strategy mutates it).
+        example_input: an input batch (shapes only matter).
+        cost: a name from :data:`~nni_udc.evaluators.costs.COSTS` or a function of a :class:`LayerSpec`.
+
+    Example:
+        >>> import nni
+        >>> from nni.nas.nn.pytorch import ModelSpace
+        >>> from nni_udc.nn import MutableQuantLinear, bits_choice
+        >>> class Net(ModelSpace, label_prefix=None):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.fc = MutableQuantLinear(10, 4, weight_bits=bits_choice('b', [4, 8]))
+        ...     def forward(self, x):
+        ...         return self.fc(x)
+        >>> CostProfiler(Net(), torch.zeros(1, 10), 'memory_bits').profile({'b': 4})   # 40·4 + 4·32
+        288
+    """
+
+    def __init__(self, model_space: ModelSpace, example_input: Any, cost: str | CostFn = "memory_bits") -> None:
+        register_nni_formulas()
+        args, kwargs = standardize_arguments(example_input, lambda t: ShapeTensor(t, True))
+        shapes = submodule_input_output_shapes(model_space, *args, **kwargs)
+        self.expression = _symbolic_cost("", model_space, shapes, resolve_cost(cost))
+
+    def profile(self, sample: Sample) -> float:
+        value = super().profile(sample)
+        return value.item() if isinstance(value, torch.Tensor) else value
