@@ -68,9 +68,9 @@ def channel_bits_choice(label: str, out_channels: int, candidates: Sequence[int]
         check_weight_bits(v, field=f"per-channel bit-width candidate of {label!r}", allow_zero=True)
     if values == [0]:
         raise ValueError(f"per-channel bit-width candidates for {label!r} must include a non-zero bit-width, but got [0]")
-    if not isinstance(out_channels, int) or out_channels < 1:
+    if not isinstance(out_channels, int) or isinstance(out_channels, bool) or out_channels < 1:
         raise ValueError(f"out_channels for {label!r} must be a positive integer, but got {out_channels!r}")
-    if not isinstance(group_size, int) or not 1 <= group_size <= out_channels:
+    if not isinstance(group_size, int) or isinstance(group_size, bool) or not 1 <= group_size <= out_channels:
         raise ValueError(f"group_size for {label!r} must be an integer in [1, {out_channels}], but got {group_size!r}")
     # Default to the widest bit-width so the dry run (and NNI's default sample) keeps every channel.
     groups = [Categorical(values, default=max(values), label=f"{label}_g{g}") for g in range((out_channels + group_size - 1) // group_size)]

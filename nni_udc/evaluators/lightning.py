@@ -1,0 +1,45 @@
+"""Lightning evaluators for NNI experiments on bundled data."""
+from __future__ import annotations
+
+from typing import Any
+
+import nni
+from nni.nas.evaluator.pytorch import Classification, DataLoader
+
+from nni_udc.data.traced import BundledSplit
+
+__all__ = ["FreshTrainerClassification", "classification_evaluator"]
+
+
+@nni.trace
+class FreshTrainerClassification(Classification):
+    """NNI's ``Classification`` evaluator with a new Lightning ``Trainer`` for every model.
+
+    Works around NNI 3.0's sequential engine, which reuses one evaluator: the second ``fit`` on the same
+    trainer returns at once ("max_epochs reached") and then fails with ``KeyError: 'val_acc'``
+    (research/nni_api.md C.1, bug 1).
+    """
+
+    def evaluate(self, model: Any) -> Any:
+        self.trainer = self.trainer.trace_copy().get()
+        return super().evaluate(model)
+
+
+def classification_evaluator(dataset: str = "digits", *, epochs: int = 5, batch_size: int = 64,
+                             learning_rate: float = 3e-3, weight_decay: float = 0.0, seed: int = 0,
+                             num_classes: int = 10, **trainer_kwargs: Any) -> FreshTrainerClassification:
+    """An evaluator that trains on the train split and reports validation accuracy, on the CPU, quietly.
+
+    Example:
+        >>> evaluator = classification_evaluator("digits", epochs=1)
+        >>> type(evaluator).__name__
+        'FreshTrainerClassification'
+    """
+    train = DataLoader(BundledSplit(dataset, "train", seed=seed), batch_size=batch_size, shuffle=True)
+    val = DataLoader(BundledSplit(dataset, "val", seed=seed), batch_size=512)
+    options: dict[str, Any] = dict(accelerator="cpu", enable_progress_bar=False, logger=False,
+                                   enable_checkpointing=False, enable_model_summary=False)
+    options.update(trainer_kwargs)
+    return FreshTrainerClassification(
+        train_dataloaders=train, val_dataloaders=val, max_epochs=epochs, learning_rate=learning_rate,
+        weight_decay=weight_decay, num_classes=num_classes, export_onnx=False, **options)

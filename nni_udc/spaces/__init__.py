@@ -1,0 +1,6 @@
+"""Model spaces in NNI syntax that use nni-udc's compressible layers."""
+from __future__ import annotations
+
+from nni_udc.spaces.digits import DigitsSpace
+
+__all__ = ["DigitsSpace"]

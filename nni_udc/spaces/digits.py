@@ -1,0 +1,76 @@
+"""A small CNN space for 8×8 images (scikit-learn's digits) that mixes NNI's mutables with ours.
+
+Searchable: stem width (``MutableConv2d``), block operator (``LayerChoice`` of a quantised/sparse conv,
+a low-rank conv or a DASS sparse conv), weight bits and sparsity of each quantised layer, and per-channel
+bits of the classifier.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import nni
+import torch
+from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableBatchNorm2d, MutableConv2d
+from torch import nn
+
+from nni_udc.nn import (
+    MutableLowRankConv2d,
+    MutableQuantConv2d,
+    MutableQuantLinear,
+    MutableSparseConv2d,
+    bits_choice,
+    channel_bits_choice,
+    rank_choice,
+    sparsity_choice,
+)
+
+__all__ = ["DigitsSpace"]
+
+
+class DigitsSpace(ModelSpace, label_prefix=None):
+    """CNN space for ``(1, 8, 8)`` inputs: stem → searchable block → strided quantised conv → classifier.
+
+    Args:
+        widths: candidate stem widths (channels of the first two stages).
+        weight_bits: candidate weight bit-widths of the quantised convs.
+        sparsity: candidate sparsity ratios of the quantised convs.
+        head_bits: candidate per-channel bits of the classifier (0 removes a class logit's weights).
+        act_bits: activation bits of the quantised layers (fixed; 32 = float).
+        num_classes: classifier outputs.
+
+    The stem stays float, as usual for the first layer of a quantised network.
+
+    Example:
+        >>> space = DigitsSpace()
+        >>> sorted(space.simplify())[:4]
+        ['b_block', 'b_down', 'head_g0', 'head_g1']
+        >>> model = space.random()
+        >>> model(torch.zeros(2, 1, 8, 8)).shape
+        torch.Size([2, 10])
+    """
+
+    def __init__(self, widths: Sequence[int] = (8, 16, 24), weight_bits: Sequence[int] = (2, 4, 8),
+                 sparsity: Sequence[float] = (0.0, 0.5, 0.75), head_bits: Sequence[int] = (4, 8),
+                 act_bits: int = 8, num_classes: int = 10) -> None:
+        super().__init__()
+        width = nni.choice("width", list(widths))
+        rank = rank_choice("rank", [r for r in (2, 4, 8) if r <= min(widths)], max_rank=min(widths))
+        quant = dict(act_bits=act_bits, act_signed=False)  # inputs of these layers follow a ReLU
+        self.stem = nn.Sequential(MutableConv2d(1, width, 3, padding=1), MutableBatchNorm2d(width), nn.ReLU())
+        self.block = LayerChoice({
+            "conv": MutableQuantConv2d(width, width, 3, padding=1, weight_bits=bits_choice("b_block", weight_bits),
+                                       sparsity=sparsity_choice("s_block", sparsity), **quant),
+            "lowrank": MutableLowRankConv2d(width, width, 3, padding=1, rank=rank),
+            "sparse": MutableSparseConv2d(width, width, 3, padding=1, sparsity=sparsity_choice("s_dass", [0.5, 0.75])),
+        }, label="op")
+        self.block_act = nn.Sequential(MutableBatchNorm2d(width), nn.ReLU())
+        self.down = MutableQuantConv2d(width, 32, 3, stride=2, padding=1, weight_bits=bits_choice("b_down", weight_bits),
+                                       sparsity=sparsity_choice("s_down", sparsity), **quant)
+        self.down_act = nn.Sequential(nn.BatchNorm2d(32), nn.ReLU())
+        self.head = MutableQuantLinear(32, num_classes, weight_bits=channel_bits_choice("head", num_classes, head_bits, group_size=5),
+                                       **quant)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.block_act(self.block(self.stem(x)))
+        x = self.down_act(self.down(x))
+        return self.head(x.mean((2, 3)))
