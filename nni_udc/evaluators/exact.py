@@ -29,7 +29,7 @@ def model_specs(model: nn.Module, example_input: torch.Tensor | tuple) -> list[L
     found: dict[str, list[LayerSpec]] = {}
     handles, owners = [], []
     for name, module in model.named_modules():
-        if any(name.startswith(owner + ".") for owner in owners):
+        if any(owner == "" or name.startswith(owner + ".") for owner in owners):  # "" = the model itself
             continue
         builder = find_spec_builder(module)
         if builder is None:

@@ -1,10 +1,16 @@
 """Builders for the compression mutables: each checks its candidates before NNI ever sees them.
 
+Mutable modules are built inside a ``ModelSpace``'s ``__init__``, as everywhere in NNI.
+
 Example:
+    >>> from nni.nas.nn.pytorch import ModelSpace
     >>> from nni_udc.nn import MutableQuantConv2d, bits_choice, sparsity_choice
-    >>> conv = MutableQuantConv2d(3, 8, 3, weight_bits=bits_choice('b1', [2, 4, 8]),
-    ...                           sparsity=sparsity_choice('s1', [0.0, 0.5]))
-    >>> sorted(conv.simplify())
+    >>> class Net(ModelSpace, label_prefix=None):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.conv = MutableQuantConv2d(3, 8, 3, weight_bits=bits_choice('b1', [2, 4, 8]),
+    ...                                        sparsity=sparsity_choice('s1', [0.0, 0.5]))
+    >>> sorted(Net().simplify())
     ['b1', 's1']
 """
 from __future__ import annotations

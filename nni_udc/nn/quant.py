@@ -132,9 +132,14 @@ class MutableQuantConv2d(ParametrizedModule, QuantConv2d, wraps=QuantConv2d):
 
     Example:
         >>> import nni
-        >>> conv = MutableQuantConv2d(3, 8, 3, weight_bits=nni.choice('b', [2, 4, 8]))
-        >>> type(conv.freeze({'b': 4})).__name__
-        'QuantConv2d'
+        >>> from nni.nas.nn.pytorch import ModelSpace
+        >>> class Net(ModelSpace, label_prefix=None):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.conv = MutableQuantConv2d(3, 8, 3, weight_bits=nni.choice('b', [2, 4, 8]))
+        >>> conv = Net().freeze({'b': 4}).conv
+        >>> type(conv).__name__, conv.weight_bits
+        ('QuantConv2d', 4)
     """
 
 

@@ -49,10 +49,20 @@ class _RecordingExperiment(NasExperiment):
     def __init__(self, *args: Any, on_metric: Callable[[dict, float], None], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._on_metric = on_metric
+        self._submitted: list[Any] = []
 
     def execution_engine_factory(self, config: Any) -> Any:
         engine = super().execution_engine_factory(config)
         engine.register_model_event_callback(ModelEventType.FinalMetric, self._record)
+        # The ts engine holds submitted models only by weak reference and skips the metrics of collected
+        # ones; strategies such as Random keep no reference, so keep every submitted model alive here.
+        submit = engine.submit_models
+
+        def submit_models(*models: Any) -> None:
+            self._submitted.extend(models)
+            submit(*models)
+
+        engine.submit_models = submit_models
         return engine
 
     def _record(self, event: FinalMetricEvent) -> None:
