@@ -1,6 +1,7 @@
-"""Search strategies: NNI's multi-trial strategies over nni-udc spaces (one-shot strategies follow)."""
+"""Search strategies: NNI's multi-trial strategies over nni-udc spaces, and the pieces of the one-shot search."""
 from __future__ import annotations
 
+from nni_udc.strategies.expected_cost import ExpectedCost
 from nni_udc.strategies.multitrial import TrialResult, run_multitrial
 
-__all__ = ["TrialResult", "run_multitrial"]
+__all__ = ["ExpectedCost", "TrialResult", "run_multitrial"]
