@@ -1,0 +1,199 @@
+"""Symbolic costs over NNI model spaces agree with exact costs of the frozen models.
+
+``CostProfiler`` builds one NNI expression per cost; evaluating it on a sample must give exactly
+what :func:`exact_costs` measures on ``space.freeze(sample)``. NNI's own ``FlopsProfiler`` and
+``NumParamsProfiler`` (taught our modules on import of ``nni_udc.evaluators``) must agree as well,
+and an ``ExpressionConstraint`` on the expression must accept exactly the models within budget.
+"""
+from __future__ import annotations
+
+import nni
+import numpy as np
+import pytest
+import torch
+from nni.mutable import ConstraintViolation, ExpressionConstraint, SampleValidationError
+from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableConv2d, Repeat
+from nni.nas.profiler.pytorch.flops import FlopsProfiler, NumParamsProfiler
+from nni.nas.space import current_model, model_context
+from torch import nn
+
+from nni_udc.evaluators import COSTS, CostProfiler, exact_costs
+from nni_udc.nn import (
+    MutableLowRankConv2d,
+    MutableLowRankLinear,
+    MutableQuantConv2d,
+    MutableQuantLinear,
+    MutableSparseConv2d,
+    MutableSparseLinear,
+    act_bits_choice,
+    bits_choice,
+    channel_bits_choice,
+    rank_choice,
+    sparsity_choice,
+)
+from nni_udc.spaces import DigitsSpace
+
+X = torch.zeros(1, 1, 8, 8)
+SEEDS = range(10)
+
+
+class AllModules(ModelSpace, label_prefix=None):
+    """Every nni-udc module and the NNI mutables that change shapes and structure."""
+
+    def __init__(self):
+        super().__init__()
+        width = nni.choice("width", [4, 8])
+        self.stem = MutableConv2d(1, width, 3, padding=1)       # NNI's own mutable conv: a float layer
+        self.act = nn.ReLU()
+        self.op = LayerChoice({
+            "quant": MutableQuantConv2d(width, width, 3, padding=1, weight_bits=bits_choice("b_op", [2, 4, 8]),
+                                        act_bits=act_bits_choice("a_op", [4, 8]),
+                                        sparsity=sparsity_choice("s_op", [0.0, 0.5, 0.75])),
+            "lowrank": MutableLowRankConv2d(width, width, 3, padding=1, rank=rank_choice("r_op", [1, 2, 4], max_rank=4)),
+            "sparse": MutableSparseConv2d(width, width, 3, padding=1, sparsity=sparsity_choice("s_dass", [0.5, 0.75])),
+        }, label="op")
+        self.rep = Repeat(lambda i: nn.Sequential(
+            MutableQuantConv2d(width, width, 3, padding=1, bias=False, weight_bits=bits_choice(f"b_rep{i}", [2, 8]),
+                               act_bits=8),
+            nn.ReLU(),
+        ), (1, 3), label="depth")
+        self.down = MutableQuantConv2d(width, 8, 3, stride=2, padding=1, act_bits=8,
+                                       weight_bits=channel_bits_choice("cb", 8, [0, 2, 4, 8], group_size=2))
+        self.fc1 = MutableLowRankLinear(8, 6, rank=rank_choice("r_fc", [1, 3, 6], max_rank=6))
+        self.fc2 = MutableSparseLinear(6, 5, sparsity=sparsity_choice("s_fc", [0.0, 0.6]))
+        self.fc3 = MutableQuantLinear(5, 3, weight_bits=bits_choice("b_fc", [4, 8]),
+                                      sparsity=sparsity_choice("s_fc3", [0.0, 0.5]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.rep(self.op(self.act(self.stem(x))))
+        x = self.down(x).mean((2, 3))
+        return self.fc3(self.fc2(self.fc1(x)))
+
+
+def _samples(space: ModelSpace, seeds=SEEDS) -> list[dict]:
+    out = []
+    for seed in seeds:
+        sample: dict = {}
+        space.random(memo=sample, random_state=np.random.RandomState(seed))
+        out.append(sample)
+    return out
+
+
+@pytest.fixture(scope="module")
+def space() -> AllModules:
+    return AllModules()
+
+
+@pytest.fixture(scope="module")
+def samples(space) -> list[dict]:
+    return _samples(space)
+
+
+@pytest.fixture(scope="module")
+def exact(space, samples) -> list[dict[str, float]]:
+    return [exact_costs(space.freeze(s), X) for s in samples]
+
+
+def test_space_has_every_mutable(space):
+    labels = set(space.simplify())
+    assert {"width", "op", "depth", "b_op", "a_op", "s_op", "r_op", "s_dass", "r_fc", "s_fc", "b_fc", "s_fc3",
+            "cb_g0", "cb_g1", "cb_g2", "cb_g3", "b_rep0", "b_rep1", "b_rep2"} <= labels
+
+
+def test_samples_cover_the_space(samples):
+    # The agreement tests below are only meaningful if the samples exercise every structure.
+    assert {s["op"] for s in samples} == {"quant", "lowrank", "sparse"}
+    assert {s["depth"] for s in samples} == {1, 2, 3}
+    assert {s["width"] for s in samples} == {4, 8}
+    assert any(s[f"cb_g{g}"] == 0 for s in samples for g in range(4))          # a removed channel group
+    assert any(s["op"] == "quant" and s["s_op"] > 0 for s in samples)           # a sparse quantised op
+
+
+@pytest.mark.parametrize("cost", sorted(COSTS))
+def test_cost_profiler_equals_exact(space, samples, exact, cost):
+    profiler = CostProfiler(space, X, cost)
+    got = [profiler.profile(s) for s in samples]
+    want = [e[cost] for e in exact]
+    assert got == pytest.approx(want, rel=1e-9)
+    assert len(set(want)) > 3          # the cost really varies over the samples
+
+
+def test_nni_flops_profiler_equals_exact_macs(space, samples, exact):
+    profiler = FlopsProfiler(space, X, count_bias=False, count_normalization=False, count_activation=False)
+    assert [profiler.profile(s) for s in samples] == pytest.approx([e["macs"] for e in exact], rel=1e-9)
+
+
+def test_nni_params_profiler_equals_exact_params(space, samples, exact):
+    profiler = NumParamsProfiler(space, X, count_normalization=False)
+    assert [profiler.profile(s) for s in samples] == pytest.approx([e["params"] for e in exact], rel=1e-9)
+
+
+def test_expression_constraint_accepts_exactly_the_models_within_budget(space, samples, exact):
+    profiler = CostProfiler(space, X, "memory_bits")
+    costs = [e["memory_bits"] for e in exact]
+    budget = float(np.median(costs))
+    constraint = ExpressionConstraint(profiler.expression <= budget, label="budget")
+    for sample, cost in zip(samples, costs):
+        assert constraint.contains(sample) == (cost <= budget), (sample, cost, budget)
+        if cost > budget:
+            assert isinstance(constraint.check_contains(sample), ConstraintViolation)
+            with pytest.raises(ConstraintViolation):
+                constraint.freeze(sample)
+        else:
+            assert constraint.freeze(sample) is None
+    assert min(costs) <= budget < max(costs)       # both outcomes were tested
+
+
+class Budgeted(AllModules):
+    """``AllModules`` under a memory budget, expressed with NNI constraints inside the space."""
+
+    def __init__(self, budget: float):
+        super().__init__()
+        if current_model() is None:  # building the space, not a frozen model
+            memory = CostProfiler(self, X, "memory_bits").expression
+            self.add_mutable(ExpressionConstraint(memory <= budget, label="memory_budget"))
+            # 0 bits on every channel of ``down`` is not a model (its freeze raises ValueError, which NNI does
+            # not retry), so state it as a constraint too.
+            kept = sum((b > 0) * 1 for b in self.down.args["weight_bits"])
+            self.add_mutable(ExpressionConstraint(kept >= 1, label="keep_a_channel"))
+
+    def freeze(self, sample):
+        self.validate(sample)  # raises ConstraintViolation for samples outside the constraints
+        with model_context(sample):
+            return self.__class__(*self.trace_args, **self.trace_kwargs)
+
+
+def test_space_with_budget_constraint_only_yields_models_within_budget(exact):
+    budget = float(np.median([e["memory_bits"] for e in exact]))
+    budgeted = Budgeted(budget)
+    assert {"memory_budget", "keep_a_channel"} <= set(budgeted.simplify())
+    plain = AllModules()
+    accepted = rejected = 0
+    for seed in range(40):
+        memo: dict = {}
+        try:
+            model = budgeted.random(memo=memo, random_state=np.random.RandomState(seed))
+        except SampleValidationError:
+            if all(memo.get(f"cb_g{g}") == 0 for g in range(4)):
+                continue  # rejected for removing every channel: no model to measure
+            # Rejected: complete the sample on the unconstrained space and measure it.
+            plain.random(memo=memo, random_state=np.random.RandomState(seed))
+            cost = exact_costs(plain.freeze(memo), X)["memory_bits"]
+            assert cost > budget
+            rejected += 1
+        else:
+            assert model.simplify() == {}      # a frozen model: nothing left to choose
+            assert exact_costs(model, X)["memory_bits"] <= budget
+            assert budgeted.contains(memo)
+            accepted += 1
+    assert accepted >= 5 and rejected >= 5
+
+
+def test_digits_space_profiler_equals_exact():
+    space = DigitsSpace()
+    x = torch.zeros(1, 1, 8, 8)
+    samples = _samples(space, range(5))
+    exact = [exact_costs(space.freeze(s), x) for s in samples]
+    for cost in ("memory_bits", "bitops", "macs", "params"):
+        profiler = CostProfiler(space, x, cost)
+        assert [profiler.profile(s) for s in samples] == pytest.approx([e[cost] for e in exact], rel=1e-9), cost
