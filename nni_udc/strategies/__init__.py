@@ -3,5 +3,6 @@ from __future__ import annotations
 
 from nni_udc.strategies.expected_cost import ExpectedCost
 from nni_udc.strategies.multitrial import TrialResult, run_multitrial
+from nni_udc.strategies.penalty import LinearPenalty, TargetPenalty
 
-__all__ = ["ExpectedCost", "TrialResult", "run_multitrial"]
+__all__ = ["ExpectedCost", "LinearPenalty", "TargetPenalty", "TrialResult", "run_multitrial"]
