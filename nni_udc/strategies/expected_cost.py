@@ -7,7 +7,8 @@ every product term, which is exponential in the number of labels (research/nni_a
 :class:`ExpectedCost` compiles the same symbolic cost expression that :class:`~nni_udc.evaluators.CostProfiler`
 builds from the per-layer formulas into a small tree of tensor operations, once:
 
-- a sub-expression over at most ``max_joint_labels`` labels is tabulated over its labels' joint grid, and
+- a sub-expression over at most ``max_joint_labels`` labels (default 3: one layer's width, bits and
+  sparsity) is tabulated over its labels' joint grid, and
   its expectation is the exact probability-weighted sum of the table;
 - ``switch_case`` on one label (``LayerChoice``) is ``Σ_k p_k · E[branch_k]``;
 - any other operator is applied to the expectations of its arguments, which treats different labels as
@@ -82,7 +83,7 @@ class ExpectedCost:
     Call it with ``{label: probability vector in the order of the choice's values}``.
     """
 
-    def __init__(self, expression: Any, *, max_joint_labels: int = 2) -> None:
+    def __init__(self, expression: Any, *, max_joint_labels: int = 3) -> None:
         self.max_joint_labels = max_joint_labels
         self.labels: dict[str, Categorical] = _labels(expression) if isinstance(expression, SymbolicExpression) else {}
         self._root = self._compile(expression)
