@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from nni_udc.evaluators.costs import COSTS, CostFn, resolve_cost
+from nni_udc.evaluators.costs import COSTS, CostFn, total
 from nni_udc.evaluators.layers import find_spec_builder
 from nni_udc.evaluators.spec import LayerSpec
 
@@ -40,14 +40,14 @@ def model_specs(model: nn.Module, example_input: torch.Tensor | tuple) -> list[L
             found.setdefault(name, builder(name, mod, tuple(output.shape)))
 
         handles.append(module.register_forward_hook(hook))
+    args = example_input if isinstance(example_input, tuple) else (example_input,)
+    was_training = model.training
     try:
+        model.eval()
         with torch.no_grad():
-            args = example_input if isinstance(example_input, tuple) else (example_input,)
-            was_training = model.training
-            model.eval()
             model(*args)
-            model.train(was_training)
     finally:
+        model.train(was_training)
         for h in handles:
             h.remove()
     return [spec for name in owners if name in found for spec in found[name]]
@@ -64,9 +64,5 @@ def exact_costs(model: nn.Module, example_input: torch.Tensor | tuple,
     """
     specs = model_specs(model, example_input)
     names = list(COSTS) if costs is None else list(costs)
-    out = {}
-    for cost in names:
-        fn = resolve_cost(cost)
-        key = cost if isinstance(cost, str) else getattr(cost, "__name__", repr(cost))
-        out[key] = float(sum((fn(s) for s in specs), 0))
-    return out
+    return {cost if isinstance(cost, str) else getattr(cost, "__name__", repr(cost)): float(total(specs, cost))
+            for cost in names}

@@ -8,7 +8,6 @@ New module types are added with :func:`register_spec_builder`.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -65,10 +64,7 @@ def _pair(value: Any) -> tuple[Any, Any]:
 
 
 def _prod(values: Sequence[Any]) -> Any:
-    return math.prod(values) if all(isinstance(v, int) for v in values) else _symbolic_prod(values)
-
-
-def _symbolic_prod(values: Sequence[Any]) -> Any:
+    """Product of numbers or NNI expressions (``math.prod`` rejects the latter)."""
     out: Any = 1
     for v in values:
         out = out * v
@@ -92,53 +88,36 @@ def _bits(value: Any) -> Any:
 
 def _spec(name: str, kind: str, module: nn.Module, positions: Any, in_name: str, out_name: str, *,
           kernel: Any = 1, groups: Any = 1, weight_bits: Any = 32, act_bits: Any = 32, sparsity: Any = 0.0) -> LayerSpec:
+    bias = module_arg(module, "bias")  # a Parameter or None on plain modules, a bool on NNI mutable ones
     return LayerSpec(
         name=name, kind=kind,
         in_channels=module_arg(module, in_name), out_channels=module_arg(module, out_name),
         kernel_size=_pair(kernel), groups=groups, positions=positions,
         weight_bits=_bits(weight_bits), act_bits=act_bits, density=1 - sparsity,
-        bias=bool(module_arg(module, "bias") is not None and module_arg(module, "bias") is not False),
+        bias=bias is not None and bias is not False,
     )
 
 
-@register_spec_builder(nn.Conv2d)
-def _float_conv(name: str, m: nn.Module, shape: Sequence[Any]) -> list[LayerSpec]:
+def _conv(name: str, m: nn.Module, shape: Sequence[Any], **compression: Any) -> list[LayerSpec]:
     return [_spec(name, "conv", m, _conv_positions(shape), "in_channels", "out_channels",
-                  kernel=module_arg(m, "kernel_size"), groups=module_arg(m, "groups"))]
+                  kernel=module_arg(m, "kernel_size"), groups=module_arg(m, "groups"), **compression)]
 
 
-@register_spec_builder(nn.Linear)
-def _float_linear(name: str, m: nn.Module, shape: Sequence[Any]) -> list[LayerSpec]:
-    return [_spec(name, "linear", m, _linear_positions(shape), "in_features", "out_features")]
+def _linear(name: str, m: nn.Module, shape: Sequence[Any], **compression: Any) -> list[LayerSpec]:
+    return [_spec(name, "linear", m, _linear_positions(shape), "in_features", "out_features", **compression)]
 
 
-def _compression(m: nn.Module) -> dict[str, Any]:
+def _quantised(m: nn.Module) -> dict[str, Any]:
     return {"weight_bits": module_arg(m, "weight_bits"), "act_bits": module_arg(m, "act_bits"),
             "sparsity": module_arg(m, "sparsity")}
 
 
-@register_spec_builder(QuantConv2d)
-def _quant_conv(name: str, m: nn.Module, shape: Sequence[Any]) -> list[LayerSpec]:
-    return [_spec(name, "conv", m, _conv_positions(shape), "in_channels", "out_channels",
-                  kernel=module_arg(m, "kernel_size"), groups=module_arg(m, "groups"), **_compression(m))]
-
-
-@register_spec_builder(QuantLinear)
-def _quant_linear(name: str, m: nn.Module, shape: Sequence[Any]) -> list[LayerSpec]:
-    return [_spec(name, "linear", m, _linear_positions(shape), "in_features", "out_features", **_compression(m))]
-
-
-@register_spec_builder(SparseConv2d)
-def _sparse_conv(name: str, m: nn.Module, shape: Sequence[Any]) -> list[LayerSpec]:
-    return [_spec(name, "conv", m, _conv_positions(shape), "in_channels", "out_channels",
-                  kernel=module_arg(m, "kernel_size"), groups=module_arg(m, "groups"),
-                  sparsity=module_arg(m, "sparsity"))]
-
-
-@register_spec_builder(SparseLinear)
-def _sparse_linear(name: str, m: nn.Module, shape: Sequence[Any]) -> list[LayerSpec]:
-    return [_spec(name, "linear", m, _linear_positions(shape), "in_features", "out_features",
-                  sparsity=module_arg(m, "sparsity"))]
+register_spec_builder(nn.Conv2d)(_conv)
+register_spec_builder(nn.Linear)(_linear)
+register_spec_builder(QuantConv2d)(lambda name, m, shape: _conv(name, m, shape, **_quantised(m)))
+register_spec_builder(QuantLinear)(lambda name, m, shape: _linear(name, m, shape, **_quantised(m)))
+register_spec_builder(SparseConv2d)(lambda name, m, shape: _conv(name, m, shape, sparsity=module_arg(m, "sparsity")))
+register_spec_builder(SparseLinear)(lambda name, m, shape: _linear(name, m, shape, sparsity=module_arg(m, "sparsity")))
 
 
 def _lowrank_bias(m: nn.Module) -> bool:
