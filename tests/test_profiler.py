@@ -197,3 +197,17 @@ def test_digits_space_profiler_equals_exact():
     for cost in ("memory_bits", "bitops", "macs", "params"):
         profiler = CostProfiler(space, x, cost)
         assert [profiler.profile(s) for s in samples] == pytest.approx([e[cost] for e in exact], rel=1e-9), cost
+
+
+class _HalfRemoved(ModelSpace, label_prefix=None):
+    def __init__(self):
+        super().__init__()
+        self.fc = MutableQuantLinear(4, 2, weight_bits=channel_bits_choice("h", 2, [0, 8]))
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def test_nni_flops_with_bias_skips_removed_channels():
+    # one kept output: 4 MACs and 1 bias add; the removed channel has neither weights nor bias
+    assert FlopsProfiler(_HalfRemoved(), torch.zeros(1, 4)).profile({"h_g0": 0, "h_g1": 8}) == 5

@@ -33,7 +33,7 @@ from nni.nas.profiler.pytorch.utils.shape_formula import (
 )
 from torch import nn
 
-from nni_udc.evaluators.costs import CostFn, macs, params, resolve_cost
+from nni_udc.evaluators.costs import CostFn, kept_channels, macs, params, resolve_cost
 from nni_udc.evaluators.layers import find_spec_builder, specs_of
 from nni_udc.nn import (
     LowRankConv2d,
@@ -61,7 +61,7 @@ def _flops_formula(module: nn.Module, inputs: Any, output: Any, name: str = "", 
     specs = specs_of(name, module, output) or []
     flops = sum(macs(s) for s in specs)
     if count_bias:  # NNI counts one add per bias per output position
-        flops = flops + sum(s.positions * s.out_channels for s in specs if s.bias)
+        flops = flops + sum(s.positions * kept_channels(s) for s in specs if s.bias)
     return FlopsResult(flops, sum(params(s) for s in specs))
 
 
