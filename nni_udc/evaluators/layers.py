@@ -87,11 +87,15 @@ def _bits(value: Any) -> Any:
 
 
 def _spec(name: str, kind: str, module: nn.Module, positions: Any, in_name: str, out_name: str, *,
-          kernel: Any = 1, groups: Any = 1, weight_bits: Any = 32, act_bits: Any = 32, sparsity: Any = 0.0) -> LayerSpec:
+          kernel: Any = 1, groups: Any = 1, weight_bits: Any = 32, act_bits: Any = 32, sparsity: Any = 0.0,
+          in_channel_bits: Any = None) -> LayerSpec:
     bias = module_arg(module, "bias")  # a Parameter or None on plain modules, a bool on NNI mutable ones
+    in_channels = module_arg(module, in_name)
+    if in_channel_bits is not None:  # inputs removed upstream (0 bits there) are not inputs here
+        in_channels = sum((b > 0) * 1 for b in in_channel_bits)
     return LayerSpec(
         name=name, kind=kind,
-        in_channels=module_arg(module, in_name), out_channels=module_arg(module, out_name),
+        in_channels=in_channels, out_channels=module_arg(module, out_name),
         kernel_size=_pair(kernel), groups=groups, positions=positions,
         weight_bits=_bits(weight_bits), act_bits=act_bits, density=1 - sparsity,
         bias=bias is not None and bias is not False,
@@ -109,7 +113,7 @@ def _linear(name: str, m: nn.Module, shape: Sequence[Any], **compression: Any) -
 
 def _quantised(m: nn.Module) -> dict[str, Any]:
     return {"weight_bits": module_arg(m, "weight_bits"), "act_bits": module_arg(m, "act_bits"),
-            "sparsity": module_arg(m, "sparsity")}
+            "sparsity": module_arg(m, "sparsity"), "in_channel_bits": module_arg(m, "in_channel_bits")}
 
 
 register_spec_builder(nn.Conv2d)(_conv)

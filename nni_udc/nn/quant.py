@@ -7,6 +7,10 @@ back into the plain class.
 Forward pass: input activations are fake-quantised to ``act_bits`` with a learnable PACT clip; weights
 are magnitude-pruned to ``sparsity`` and then fake-quantised to ``weight_bits`` (one value, or one per
 output channel where 0 removes the channel).
+
+A removed channel also shrinks the *next* layer: give that layer ``in_channel_bits``, the per-channel bits
+of the layer that feeds it (in a model space, the same ``channel_bits_choice`` list, so the decision is
+tied). Its weights on removed input channels are masked out and its cost counts only the kept inputs.
 """
 from __future__ import annotations
 
@@ -63,23 +67,38 @@ class _Compressed:
     weight_bits: int | list[int]
     sparsity: float
 
-    def _setup_compression(self, out_channels: int, weight_bits, act_bits: int, sparsity: float, act_signed: bool) -> None:
+    def _setup_compression(self, in_channels: int, out_channels: int, weight_bits, act_bits: int, sparsity: float,
+                           act_signed: bool, in_channel_bits) -> None:
         if isinstance(weight_bits, Sequence):
             weight_bits = list(weight_bits)
         self.weight_bits = check_channel_bits(weight_bits, out_channels)
         self.sparsity = check_sparsity(sparsity)
         self.act_bits = check_act_bits(act_bits)
         self.act_quant = ActivationQuantizer(self.act_bits, signed=act_signed)
+        self.in_channel_bits = None
+        if in_channel_bits is not None:
+            if getattr(self, "groups", 1) != 1:
+                raise ValueError(f"in_channel_bits needs groups=1, but got groups={self.groups}")
+            bits = check_channel_bits(list(in_channel_bits), in_channels, field="in_channel_bits")
+            self.in_channel_bits = bits
+            self.register_buffer("input_mask", torch.tensor([float(b > 0) for b in bits]), persistent=False)
 
     def compressed_weight(self) -> torch.Tensor:
         """The pruned, fake-quantised weight (what the hardware would store)."""
         w = self.weight
-        if self.sparsity > 0:
-            w = w * magnitude_mask(w, self.sparsity)
-        return fake_quantize_weight(w, self.weight_bits)
+        if self.in_channel_bits is None:
+            if self.sparsity > 0:
+                w = w * magnitude_mask(w, self.sparsity)
+            return fake_quantize_weight(w, self.weight_bits)
+        # Inputs removed upstream are never stored; the sparsity applies to the weights that remain.
+        kept = self.input_mask.bool()
+        mask = torch.zeros_like(w)
+        mask[:, kept] = magnitude_mask(w[:, kept], self.sparsity) if self.sparsity > 0 else 1.0
+        return fake_quantize_weight(w * mask, self.weight_bits)
 
     def _compression_repr(self) -> str:
-        return f"weight_bits={self.weight_bits}, act_bits={self.act_bits}, sparsity={self.sparsity}"
+        kept_inputs = "" if self.in_channel_bits is None else f", kept_inputs={int(self.input_mask.sum())}"
+        return f"weight_bits={self.weight_bits}, act_bits={self.act_bits}, sparsity={self.sparsity}{kept_inputs}"
 
 
 class QuantConv2d(_Compressed, nn.Conv2d):
@@ -94,9 +113,9 @@ class QuantConv2d(_Compressed, nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
                  weight_bits: int | Sequence[int] = 8, act_bits: int = 32, sparsity: float = 0.0,
-                 act_signed: bool = True) -> None:
+                 act_signed: bool = True, in_channel_bits: Sequence[int] | None = None) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode)
-        self._setup_compression(out_channels, weight_bits, act_bits, sparsity, act_signed)
+        self._setup_compression(in_channels, out_channels, weight_bits, act_bits, sparsity, act_signed, in_channel_bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(self.act_quant(x), self.compressed_weight(), self.bias)
@@ -116,9 +135,9 @@ class QuantLinear(_Compressed, nn.Linear):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  weight_bits: int | Sequence[int] = 8, act_bits: int = 32, sparsity: float = 0.0,
-                 act_signed: bool = True) -> None:
+                 act_signed: bool = True, in_channel_bits: Sequence[int] | None = None) -> None:
         super().__init__(in_features, out_features, bias)
-        self._setup_compression(out_features, weight_bits, act_bits, sparsity, act_signed)
+        self._setup_compression(in_features, out_features, weight_bits, act_bits, sparsity, act_signed, in_channel_bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(self.act_quant(x), self.compressed_weight(), self.bias)
