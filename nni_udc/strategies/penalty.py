@@ -61,17 +61,24 @@ class TargetPenalty:
     accuracy is not traded away for nothing. The quadratic term damps the oscillation that plain dual
     ascent shows once softmax probabilities saturate.
 
+    With ``spend_budget=True`` the target is an equality: λ may turn negative, so a search that has come
+    in under budget is pushed back up to spend it on accuracy, and the result lands near the target
+    instead of anywhere below it (what a Pareto sweep over targets needs). The penalty is then the
+    augmented Lagrangian ``λ·g + ρ·g²/2``.
+
     Args:
         target: the allowed cost as a fraction of ``reference`` (e.g. 0.25).
         reference: the cost that counts as 1.
         step_size: dual-ascent rate of λ.
         weight: the starting λ.
+        spend_budget: treat the target as an equality rather than an upper bound.
     """
 
     target: float
     reference: float
     step_size: float = 1.0
     weight: float = 0.0
+    spend_budget: bool = False
 
     def __post_init__(self) -> None:
         self.target = _check_positive("target", self.target)
@@ -83,9 +90,13 @@ class TargetPenalty:
         return cost / self.reference - self.target
 
     def __call__(self, cost: torch.Tensor) -> torch.Tensor:
-        shifted = torch.clamp(self.weight + self.step_size * self.violation(cost), min=0.0)
+        g = self.violation(cost)
+        if self.spend_budget:
+            return self.weight * g + self.step_size * g**2 / 2
+        shifted = torch.clamp(self.weight + self.step_size * g, min=0.0)
         return (shifted**2 - self.weight**2) / (2 * self.step_size)
 
     def update(self, cost: torch.Tensor) -> None:
         """One dual-ascent step on λ from the current expected cost."""
-        self.weight = max(0.0, self.weight + self.step_size * float(self.violation(cost.detach())))
+        weight = self.weight + self.step_size * float(self.violation(cost.detach()))
+        self.weight = weight if self.spend_budget else max(0.0, weight)

@@ -1,0 +1,65 @@
+"""Quantisation-aware fine-tuning of an exported model, with the evaluator's data, loss and optimiser.
+
+The exported model is made of nni-udc's plain modules, whose forward pass already applies the chosen
+compression (fake-quantised weights and activations, pruning masks), so ordinary training of it *is*
+quantisation-aware training. A fresh Lightning ``Trainer`` runs it, so nothing is reported to NNI twice.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+__all__ = ["finetune"]
+
+
+class _FineTune(pl.LightningModule):
+    def __init__(self, model: nn.Module, criterion: nn.Module, optimizer: type, learning_rate: float,
+                 weight_decay: float) -> None:
+        super().__init__()
+        self.model, self.criterion = model, criterion
+        self.optimizer_class, self.learning_rate, self.weight_decay = optimizer, learning_rate, weight_decay
+        self.correct = self.seen = 0
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        loss = self.criterion(self.model(x), y)
+        self.log("finetune/train_loss", loss)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self.correct = self.seen = 0
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        self.correct += int((self.model(x).argmax(-1) == y).sum())
+        self.seen += len(y)
+
+    def on_validation_epoch_end(self) -> None:
+        self.log("finetune/val_acc", self.correct / max(self.seen, 1))
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_class(self.model.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
+        # Cosine decay to zero: the last epochs settle the quantised weights instead of bouncing between levels.
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.trainer.max_epochs))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
+
+
+def finetune(model: nn.Module, evaluator: Any, *, epochs: int, learning_rate: float | None = None) -> float:
+    """Train ``model`` for ``epochs`` on the evaluator's train loader; return its validation accuracy.
+
+    ``evaluator`` is an NNI Lightning evaluator such as ``Classification`` (its ``train_dataloaders``,
+    ``val_dataloaders``, criterion, optimiser class, learning rate and weight decay are used).
+    """
+    module = evaluator.module
+    hparams = getattr(module, "hparams", {})
+    tuner = _FineTune(model, module.criterion, getattr(module, "optimizer", torch.optim.Adam),
+                      learning_rate if learning_rate is not None else hparams.get("learning_rate", 1e-3),
+                      hparams.get("weight_decay", 0.0))
+    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(tuner, train_dataloaders=evaluator.train_dataloaders, val_dataloaders=evaluator.val_dataloaders)
+    model.eval()
+    return float(tuner.correct / max(tuner.seen, 1))

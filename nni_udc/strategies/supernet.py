@@ -1,0 +1,409 @@
+"""Weight-shared mixed operations: nni-udc's modules inside a differentiable (DARTS-style) supernet.
+
+Each mutable nni-udc module becomes one mixed op that holds **one** float weight at the largest shape and
+applies every candidate as a soft, differentiable view of it:
+
+- weight bits: ``Σ_k p_k · Q_{b_k}(W)``; per output channel, ``p`` has shape (bit candidates × channels)
+  and a 0-bit candidate contributes nothing (the channel is removed);
+- sparsity: nested magnitude masks (DASS ops: nested top-k score masks), ``W ⊙ Σ_s p_s · M_s``;
+- rank: truncations of one factorisation, a soft mask ``Σ_r p_r · [i < r]`` on the factor channels;
+- width (``in/out_channels`` as a choice): FBNetV2-style soft channel masks, as NNI's own mixed ops do;
+- activation bits: ``Σ_a p_a · q_a(x)`` with one learnable PACT clip per candidate;
+- ``in_channel_bits``: removed input channels are masked with weight ``P(bits > 0)``, so removing a
+  channel upstream also lightens this layer.
+
+Same label, same architecture parameter (NNI's memo): tied labels share one decision. With one-hot
+probabilities the op computes what the frozen module computes; :meth:`MixedCompressedOp.freeze` slices
+the shared weights into the plain module, so an exported model keeps what the supernet learned.
+
+These hooks are used by :class:`~nni_udc.strategies.UDC`; any NNI differentiable strategy takes them too::
+
+    DARTS(mutation_hooks=MIXED_OPERATION_HOOKS)
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from nni.mutable import Categorical, Mutable, MutableExpression, MutableList
+from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
+from torch import nn
+
+from nni_udc.functional import fake_quantize_weight, magnitude_mask, topk_mask_ste
+from nni_udc.nn import (
+    ActivationQuantizer,
+    LowRankConv2d,
+    LowRankLinear,
+    MutableLowRankConv2d,
+    MutableLowRankLinear,
+    MutableQuantConv2d,
+    MutableQuantLinear,
+    MutableSparseConv2d,
+    MutableSparseLinear,
+    QuantConv2d,
+    QuantLinear,
+    SparseConv2d,
+    SparseLinear,
+)
+
+__all__ = [
+    "MIXED_OPERATION_HOOKS",
+    "MixedCompressedOp",
+    "MixedLowRank",
+    "MixedQuant",
+    "MixedSparse",
+    "channel_alpha_key",
+]
+
+
+def channel_alpha_key(labels: tuple[str, ...]) -> tuple[str, tuple[str, ...]]:
+    """Memo key of the (bit candidates × groups) parameter shared by every layer using these group labels."""
+    return ("nni_udc.channel_alpha", labels)
+
+
+def _channel_groups(value: MutableList) -> tuple[list[Categorical], list[int]]:
+    """Distinct group choices of a per-channel list and, for each channel, its group's index."""
+    groups: list[Categorical] = []
+    index: dict[str, int] = {}
+    of_channel = []
+    for choice in value:
+        if not isinstance(choice, Categorical):
+            raise TypeError(f"per-channel choices must be nni.choice values, but got {choice!r}")
+        if choice.label not in index:
+            index[choice.label] = len(groups)
+            groups.append(choice)
+        of_channel.append(index[choice.label])
+    if any(g.values != groups[0].values for g in groups):
+        raise TypeError(f"all groups of a per-channel choice must have the same candidates, got {[g.values for g in groups]}")
+    return groups, of_channel
+
+
+class _Options:
+    """The values a (possibly composite) choice can take, each with its probability under live alphas."""
+
+    def __init__(self, expr: MutableExpression) -> None:
+        leaves = expr.simplify()
+        for label, leaf in leaves.items():
+            if not isinstance(leaf, Categorical):
+                raise TypeError(f"one-shot search needs categorical choices, but {label!r} is {type(leaf).__name__}")
+        self.labels = list(leaves)
+        self.entries: list[tuple[Any, tuple[int, ...]]] = []
+        for combo in itertools.product(*(range(len(leaves[lb].values)) for lb in self.labels)):
+            sample = {lb: leaves[lb].values[i] for lb, i in zip(self.labels, combo)}
+            self.entries.append((expr.freeze(sample), combo))
+        self.values = sorted({v for v, _ in self.entries})
+
+    def weights(self, probs: Mapping[str, torch.Tensor]) -> list[tuple[Any, torch.Tensor]]:
+        out: dict[Any, torch.Tensor] = {}
+        for value, combo in self.entries:
+            w = torch.ones(())
+            for label, i in zip(self.labels, combo):
+                w = w * probs[label][i]
+            out[value] = out[value] + w if value in out else w
+        return list(out.items())
+
+
+class MixedCompressedOp(BaseSuperNetModule):
+    """Base of the mixed ops: architecture parameters, live probabilities, export and weight-keeping freeze.
+
+    Subclasses set ``mutable_type`` (the NNI twin they replace), ``bound_type`` (the plain class they freeze
+    to), ``structural`` (shape arguments: built at their largest value) and ``neutral`` (compression
+    arguments and the value that turns them off in the shared op), and implement ``forward``.
+    """
+
+    mutable_type: type
+    bound_type: type
+    structural: tuple[str, ...] = ()
+    neutral: dict[str, Any] = {}
+
+    def __init__(self, kwargs: Mapping[str, Any], memo: dict[str, Any], softmax: nn.Module) -> None:
+        super().__init__()
+        self.kwargs = dict(kwargs)
+        self._softmax = softmax
+        self.alphas = nn.ParameterList()
+        self._alpha_of: dict[str, tuple[int, int | None]] = {}  # label -> (alpha index, group column or None)
+        self._options: dict[str, _Options] = {}
+        self._channel: dict[str, tuple[int, list[Any], torch.Tensor]] = {}  # arg -> (alpha index, values, group of channel)
+        allowed = set(self.structural) | set(self.neutral)
+        built = {}
+        for name, value in self.kwargs.items():
+            if not isinstance(value, Mutable):
+                built[name] = value
+                continue
+            if name not in allowed:
+                raise TypeError(f"{self.bound_type.__name__}: argument {name!r} cannot be searched one-shot; "
+                                f"searchable arguments are {sorted(allowed)}")
+            if isinstance(value, MutableList):
+                self._add_channel_choice(name, value, memo)
+                built[name] = self.neutral[name]
+            elif isinstance(value, MutableExpression):
+                self._options[name] = _Options(value)
+                for label in self._options[name].labels:
+                    self._add_label(label, memo)
+                built[name] = max(self._options[name].values) if name in self.structural else self.neutral[name]
+            else:
+                raise TypeError(f"{self.bound_type.__name__}: argument {name!r} is {type(value).__name__}, "
+                                "but one-shot search supports nni.choice values and lists of them")
+            self.add_mutable(value)
+        self.op = self.bound_type(**built)
+
+    # ----- architecture parameters -------------------------------------------------------------------
+    def _add_label(self, label: str, memo: dict[str, Any]) -> None:
+        if label in self._alpha_of:
+            return
+        if label not in memo:
+            raise KeyError(f"label {label!r} has no architecture parameter; is the strategy differentiable?")
+        self.alphas.append(memo[label])
+        self._alpha_of[label] = (len(self.alphas) - 1, None)
+
+    def _add_channel_choice(self, name: str, value: MutableList, memo: dict[str, Any]) -> None:
+        groups, of_channel = _channel_groups(value)
+        labels = tuple(g.label for g in groups)
+        key = channel_alpha_key(labels)
+        if key not in memo:  # one (bits × groups) parameter, started from the strategy's per-label alphas
+            memo[key] = nn.Parameter(torch.stack([memo[lb].detach() for lb in labels], dim=1).clone())
+        self.alphas.append(memo[key])
+        index = len(self.alphas) - 1
+        for g, label in enumerate(labels):
+            self._alpha_of[label] = (index, g)
+        self._channel[name] = (index, list(groups[0].values), torch.tensor(of_channel))
+
+    def arch_parameters(self):
+        yield from self.alphas
+
+    def alpha_of(self, label: str) -> torch.Tensor:
+        """The architecture logits of ``label``: a parameter, or a column of a per-channel parameter."""
+        index, column = self._alpha_of[label]
+        return self.alphas[index] if column is None else self.alphas[index][:, column]
+
+    def label_probabilities(self, softmax: nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """``{label: probabilities}`` of every label this op owns (softmax of its live alphas)."""
+        softmax = softmax or self._softmax
+        return {label: softmax(self.alpha_of(label)) for label in self._alpha_of}
+
+    def _probs(self) -> dict[str, torch.Tensor]:
+        return {label: self._softmax(self.alphas[i]) for label, (i, col) in self._alpha_of.items() if col is None}
+
+    def _channel_probs(self, name: str) -> tuple[list[Any], torch.Tensor]:
+        """Candidate values and their probabilities per channel, shape (candidates × channels)."""
+        index, values, of_channel = self._channel[name]
+        per_group = self._softmax(self.alphas[index].t()).t()  # softmax over candidates, per group
+        return values, per_group[:, of_channel]
+
+    def _weights(self, name: str) -> list[tuple[Any, torch.Tensor]] | None:
+        """``[(value, probability)]`` of a searched argument, ``None`` if the argument is fixed."""
+        return self._options[name].weights(self._probs()) if name in self._options else None
+
+    # ----- NNI supernet protocol ---------------------------------------------------------------------
+    def resample(self, memo: dict[str, Any]) -> dict[str, Any]:
+        return {}  # differentiable: every candidate is always active
+
+    def export(self, memo: dict[str, Any]) -> dict[str, Any]:
+        """The most probable value of every label not exported yet (argmax of its alpha)."""
+        out = {}
+        for label in self._alpha_of:
+            if label in memo or label in out:
+                continue
+            out[label] = self._label_values(label)[int(torch.argmax(self.alpha_of(label)))]
+        return out
+
+    def export_probs(self, memo: dict[str, Any]) -> dict[str, Any]:
+        out = {}
+        for label, p in self.label_probabilities().items():
+            if label not in memo:
+                out[label] = dict(zip(self._label_values(label), p.detach().cpu().tolist()))
+        return out
+
+    def _label_values(self, label: str) -> list[Any]:
+        return self.mutables_by_label()[label].values
+
+    def mutables_by_label(self) -> dict[str, Categorical]:
+        out: dict[str, Categorical] = {}
+        for value in self.kwargs.values():
+            if isinstance(value, Mutable):
+                out.update(value.simplify())
+        return out
+
+    def freeze(self, sample: Mapping[str, Any]) -> nn.Module:
+        """The plain module at ``sample``, with this op's trained weights sliced to its shape."""
+        args = {k: (v.freeze(sample) if isinstance(v, Mutable) else v) for k, v in self.kwargs.items()}
+        frozen = self.bound_type(**args)
+        state = self.op.state_dict()
+        own = frozen.state_dict()
+        for key, target in own.items():
+            source = state[key]
+            own[key] = source[tuple(slice(0, n) for n in target.shape)].clone() if target.dim() else source.clone()
+        own.update(self._frozen_extra_state(args))
+        frozen.load_state_dict(own)
+        return frozen
+
+    def _frozen_extra_state(self, args: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        return {}
+
+    @classmethod
+    def mutate(cls, module: nn.Module, name: str, memo: dict[str, Any], mutate_kwargs: dict[str, Any]) -> Any:
+        # Exact type: plain modules and other subclasses are not ours to replace. Modules without choices are
+        # replaced too, so that freezing the supernet keeps their trained weights.
+        if type(module) is not cls.mutable_type:
+            return None
+        if "softmax" not in mutate_kwargs:
+            raise TypeError(f"{cls.__name__} needs a differentiable strategy (DARTS, GumbelDARTS, UDC); "
+                            f"module {name!r} cannot be mutated with {sorted(mutate_kwargs)}")
+        return cls(module.trace_kwargs, memo, mutate_kwargs["softmax"])
+
+    # ----- shared forward pieces ---------------------------------------------------------------------
+    def _out_mask(self, y: torch.Tensor, name: str, dim: int) -> torch.Tensor:
+        weights = self._weights(name)
+        if weights is None:
+            return y
+        mask = _prefix_mask(weights, y.shape[dim], y)
+        shape = [1] * y.dim()
+        shape[dim] = -1
+        return y * mask.view(shape)
+
+
+def _prefix_mask(weights: list[tuple[int, torch.Tensor]], size: int, like: torch.Tensor) -> torch.Tensor:
+    """``Σ_v p_v · [i < v]``: the soft mask of a width or rank choice."""
+    positions = torch.arange(size, device=like.device)
+    return sum(p.to(like.dtype) * (positions < v).to(like.dtype) for v, p in weights)
+
+
+class MixedQuant(MixedCompressedOp):
+    """Mixed :class:`~nni_udc.nn.QuantConv2d` / :class:`~nni_udc.nn.QuantLinear`: width, weight bits (per layer
+    or per channel), activation bits, sparsity and removed inputs, all on one shared weight."""
+
+    structural = ("in_channels", "out_channels", "in_features", "out_features")
+    neutral = {"weight_bits": 32, "act_bits": 32, "sparsity": 0.0, "in_channel_bits": None}
+
+    def __init__(self, kwargs: Mapping[str, Any], memo: dict[str, Any], softmax: nn.Module) -> None:
+        super().__init__(kwargs, memo, softmax)
+        act = self._options.get("act_bits")
+        signed = self.kwargs.get("act_signed", True)
+        self.act_quants = nn.ModuleList([ActivationQuantizer(b, signed=signed) for b in act.values]) if act else None
+
+    def _activation(self, x: torch.Tensor) -> torch.Tensor:
+        if self.act_quants is None:
+            return self.op.act_quant(x)
+        by_bits = {q.bits: q for q in self.act_quants}
+        return sum(p * by_bits[b](x) for b, p in self._weights("act_bits"))
+
+    def _input_keep(self, w: torch.Tensor) -> torch.Tensor | None:
+        shape = (1, -1) + (1,) * (w.dim() - 2)
+        if "in_channel_bits" in self._channel:
+            values, p = self._channel_probs("in_channel_bits")
+            removed = [i for i, v in enumerate(values) if v == 0]
+            return (1 - p[removed].sum(0)).view(shape) if removed else None
+        if self.op.in_channel_bits is not None:
+            return self.op.input_mask.view(shape)
+        return None
+
+    def _sparse(self, w: torch.Tensor) -> torch.Tensor:
+        weights = self._weights("sparsity")
+        if weights is None:
+            return w * magnitude_mask(w, self.op.sparsity) if self.op.sparsity > 0 else w
+        mask = sum(p * (magnitude_mask(w, s) if s > 0 else torch.ones_like(w)) for s, p in weights)
+        return w * mask
+
+    def _quantize(self, w: torch.Tensor) -> torch.Tensor:
+        view = (-1,) + (1,) * (w.dim() - 1)
+        if "weight_bits" in self._channel:
+            values, p = self._channel_probs("weight_bits")
+            return sum(p[k].view(view) * fake_quantize_weight(w, b) for k, b in enumerate(values) if b > 0)
+        weights = self._weights("weight_bits")
+        if weights is None:
+            return fake_quantize_weight(w, self.op.weight_bits)
+        return sum(p * fake_quantize_weight(w, b) for b, p in weights)
+
+    def mixed_weight(self) -> torch.Tensor:
+        w = self.op.weight
+        keep = self._input_keep(w)
+        if keep is not None:
+            w = w * keep
+        return self._quantize(self._sparse(w))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, w = self._activation(x), self.mixed_weight()
+        if isinstance(self.op, nn.Conv2d):
+            return self._out_mask(self.op._conv_forward(x, w, self.op.bias), "out_channels", 1)
+        return self._out_mask(F.linear(x, w, self.op.bias), "out_features", -1)
+
+    def _frozen_extra_state(self, args: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        if self.act_quants is None:
+            return {}
+        chosen = next(q for q in self.act_quants if q.bits == args["act_bits"])
+        return {f"act_quant.{k}": v.clone() for k, v in chosen.state_dict().items()}
+
+
+class MixedQuantConv2d(MixedQuant):
+    mutable_type, bound_type = MutableQuantConv2d, QuantConv2d
+
+
+class MixedQuantLinear(MixedQuant):
+    mutable_type, bound_type = MutableQuantLinear, QuantLinear
+
+
+class MixedSparse(MixedCompressedOp):
+    """Mixed DASS :class:`~nni_udc.nn.SparseConv2d` / :class:`~nni_udc.nn.SparseLinear`: width and sparsity,
+    with nested top-k masks of one set of learnable scores."""
+
+    structural = ("in_channels", "out_channels", "in_features", "out_features")
+    neutral = {"sparsity": 0.0}
+
+    def mixed_weight(self) -> torch.Tensor:
+        weights = self._weights("sparsity")
+        if weights is None:
+            return self.op.masked_weight()
+        scores = self.op.scores
+        return self.op.weight * sum(p * topk_mask_ste(scores, s) for s, p in weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.mixed_weight()
+        if isinstance(self.op, nn.Conv2d):
+            return self._out_mask(self.op._conv_forward(x, w, self.op.bias), "out_channels", 1)
+        return self._out_mask(F.linear(x, w, self.op.bias), "out_features", -1)
+
+
+class MixedSparseConv2d(MixedSparse):
+    mutable_type, bound_type = MutableSparseConv2d, SparseConv2d
+
+
+class MixedSparseLinear(MixedSparse):
+    mutable_type, bound_type = MutableSparseLinear, SparseLinear
+
+
+class MixedLowRank(MixedCompressedOp):
+    """Mixed :class:`~nni_udc.nn.LowRankConv2d` / :class:`~nni_udc.nn.LowRankLinear`: every rank candidate is a
+    truncation of one max-rank factorisation (HALOC's rank as a choice, with shared factors)."""
+
+    structural = ("in_channels", "out_channels", "in_features", "out_features", "rank")
+    neutral = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.op.first(x)
+        conv = isinstance(self.op, LowRankConv2d)
+        weights = self._weights("rank")
+        if weights is not None:
+            dim = 1 if conv else -1
+            shape = [1] * h.dim()
+            shape[dim] = -1
+            h = h * _prefix_mask(weights, h.shape[dim], h).view(shape)
+        return self._out_mask(self.op.second(h), "out_channels" if conv else "out_features", 1 if conv else -1)
+
+
+class MixedLowRankConv2d(MixedLowRank):
+    mutable_type, bound_type = MutableLowRankConv2d, LowRankConv2d
+
+
+class MixedLowRankLinear(MixedLowRank):
+    mutable_type, bound_type = MutableLowRankLinear, LowRankLinear
+
+
+#: Mutation hooks for every nni-udc module (pass to any NNI differentiable strategy).
+MIXED_OPERATION_HOOKS = [
+    MixedQuantConv2d.mutate, MixedQuantLinear.mutate,
+    MixedSparseConv2d.mutate, MixedSparseLinear.mutate,
+    MixedLowRankConv2d.mutate, MixedLowRankLinear.mutate,
+]

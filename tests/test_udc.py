@@ -1,0 +1,291 @@
+"""The UDC one-shot strategy: supernet, live expected cost, penalty gradient, export, and real searches."""
+from __future__ import annotations
+
+import logging
+import random
+import warnings
+
+import nni
+import pytest
+import torch
+from nni.nas.experiment import NasExperiment, NasExperimentConfig
+from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableBatchNorm2d, MutableConv2d, MutableLinear, Repeat
+from nni.nas.strategy import DARTS
+from torch import nn
+
+from nni_udc.evaluators import COSTS, CostProfiler, exact_costs
+from nni_udc.evaluators.lightning import classification_evaluator
+from nni_udc.nn import (
+    MutableLowRankConv2d,
+    MutableLowRankLinear,
+    MutableQuantConv2d,
+    MutableQuantLinear,
+    MutableSparseConv2d,
+    MutableSparseLinear,
+    act_bits_choice,
+    bits_choice,
+    channel_bits_choice,
+    rank_choice,
+    sparsity_choice,
+)
+from nni_udc.spaces import DigitsSpace
+from nni_udc.strategies import DASS, HALOC, UDC, ChannelMixedPrecision, ExpectedCost
+from nni_udc.strategies.supernet import MixedCompressedOp
+
+warnings.filterwarnings("ignore")
+logging.getLogger("nni").setLevel(logging.ERROR)
+logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+
+
+class AllOps(ModelSpace, label_prefix=None):
+    """Every module type, per-channel bits with removal feeding the next layer, width, LayerChoice, Repeat
+    and a tied label (``b_tied`` on two layers)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        width = nni.choice("width", [4, 8])
+        self.stem = nn.Sequential(MutableConv2d(1, width, 3, padding=1), MutableBatchNorm2d(width), nn.ReLU())
+        self.q1 = MutableQuantConv2d(width, 8, 3, padding=1, weight_bits=bits_choice("b_tied", [2, 8]),
+                                     sparsity=sparsity_choice("s1", [0.0, 0.5]), act_bits=act_bits_choice("a1", [4, 8]))
+        bits = channel_bits_choice("ch", 8, [0, 4, 8], group_size=2)
+        self.q2 = MutableQuantConv2d(8, 8, 3, padding=1, weight_bits=bits)
+        self.q3 = MutableQuantConv2d(8, 8, 1, weight_bits=bits_choice("b_tied", [2, 8]), in_channel_bits=bits)
+        self.choice = LayerChoice({
+            "lowrank": MutableLowRankConv2d(8, 8, 3, padding=1, rank=rank_choice("r", [2, 4], max_rank=8)),
+            "sparse": MutableSparseConv2d(8, 8, 3, padding=1, sparsity=sparsity_choice("s2", [0.5, 0.75])),
+        }, label="op")
+        self.blocks = Repeat(lambda i: MutableQuantConv2d(8, 8, 3, padding=1, weight_bits=bits_choice(f"b_rep{i}", [4, 8])),
+                             (1, 2), label="depth")
+        self.fc = MutableSparseLinear(8, 8, sparsity=sparsity_choice("s3", [0.0, 0.5]))
+        self.head = MutableLowRankLinear(8, 3, rank=rank_choice("r_head", [1, 3], max_rank=3))
+        self.head2 = MutableQuantLinear(3, 3, weight_bits=4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.q3(torch.relu(self.q2(torch.relu(self.q1(self.stem(x))))))
+        x = self.blocks(self.choice(x))
+        return self.head2(self.head(torch.relu(self.fc(x.mean((2, 3))))))
+
+
+X = torch.randn(2, 1, 6, 6)
+
+
+def _valid(sample: dict) -> bool:
+    return any(sample[f"ch_g{g}"] for g in range(4))
+
+
+def _supernet(space_cls=AllOps, **kwargs):
+    torch.manual_seed(0)
+    space = space_cls()
+    strategy = UDC(**kwargs)
+    expressions = {name: CostProfiler(space, X, name).expression for name in COSTS}
+    strategy.prepare_cost(space, X)
+    strategy.mutate_model(space)
+    return space, strategy, expressions
+
+
+def test_supernet_replaces_every_plugin_module_and_keeps_all_labels():
+    space, strategy, _ = _supernet()
+    mixed = [m for m in space.modules() if isinstance(m, MixedCompressedOp)]
+    assert len(mixed) == 10  # q1, q2, q3, lowrank, sparse, 2 repeated blocks, fc, head, and head2 (no choice)
+    assert not any(type(m).__name__.startswith("Mutable") and type(m).__module__.startswith("nni_udc")
+                   for m in space.modules())
+    assert set(strategy.probabilities()) == set(AllOps().simplify())
+    # per-channel bits: one (bit candidates × groups) parameter, shared by the producer and the consumer
+    (channel,) = {id(p): p for m in mixed for p in m.arch_parameters() if p.dim() == 2}.values()
+    assert channel.shape == (3, 4)
+
+
+@pytest.mark.parametrize("cost", sorted(COSTS))
+def test_expected_cost_at_one_hot_equals_exact_cost_of_the_exported_model(cost):
+    space, strategy, expressions = _supernet()
+    expected = ExpectedCost(expressions[cost])
+    rng = random.Random(0)
+    checked = 0
+    while checked < 6:
+        sample = {label: rng.choice(c.values) for label, c in strategy._choices.items()}
+        if not _valid(sample):
+            continue
+        strategy.set_architecture(sample)
+        model = space.freeze(sample)
+        exact = exact_costs(model, X, [cost])[cost]
+        assert float(expected(strategy.probabilities())) == pytest.approx(exact, rel=1e-6), sample
+        checked += 1
+
+
+def test_removed_channels_lower_the_next_layers_expected_cost():
+    space, strategy, expressions = _supernet()
+    expected = ExpectedCost(expressions["params"])
+    base = {label: c.values[-1] for label, c in strategy._choices.items()}
+    strategy.set_architecture(base)
+    full = float(expected(strategy.probabilities()))
+    strategy.set_architecture({**base, "ch_g0": 0})  # 2 of q2's 8 output channels removed
+    # q2 loses 2 channels × (8·9 weights + bias); q3 loses 2 inputs × 8 outputs
+    assert full - float(expected(strategy.probabilities())) == pytest.approx(2 * (8 * 9 + 1) + 2 * 8)
+
+
+def test_penalty_gradient_reaches_every_architecture_parameter():
+    space, strategy, _ = _supernet(DigitsSpace, weight=1.0)
+    loss = torch.tensor(1.0, requires_grad=True)
+    total, details = strategy.penalty(loss)
+    total.backward()
+    params = {id(p): p for m in space.modules() if hasattr(m, "arch_parameters") for p in m.arch_parameters()}
+    assert len(params) == 9  # width, op, b_block, s_block, rank, s_dass, b_down, s_down, head (2 groups in one)
+    for p in params.values():
+        assert p.grad is not None
+        per_choice = p.grad.abs().sum(0) if p.dim() == 2 else p.grad.abs().sum()
+        assert bool((per_choice > 0).all())
+    assert float(details["expected_cost"]) > 0 and float(details["lambda"]) == 1.0
+
+
+def test_one_hot_supernet_computes_what_the_exported_model_computes():
+    class Fixed(ModelSpace, label_prefix=None):  # no width choices: slicing cannot change masks
+        def __init__(self):
+            super().__init__()
+            bits = channel_bits_choice("ch", 4, [0, 2, 8])
+            self.a = MutableQuantConv2d(1, 4, 3, weight_bits=bits, sparsity=sparsity_choice("s", [0.0, 0.5]),
+                                        act_bits=act_bits_choice("act", [4, 8]))
+            self.b = MutableQuantConv2d(4, 4, 3, weight_bits=bits_choice("b", [2, 4]), in_channel_bits=bits)
+            self.c = LayerChoice([MutableLowRankConv2d(4, 4, 1, rank=rank_choice("r", [1, 2], max_rank=4)),
+                                  MutableSparseConv2d(4, 4, 1, sparsity=sparsity_choice("s2", [0.25, 0.75]))], label="op")
+
+        def forward(self, x):
+            return self.c(self.b(torch.relu(self.a(x)))).mean((2, 3))
+
+    torch.manual_seed(1)
+    space = Fixed()
+    strategy = UDC()
+    x = torch.randn(3, 1, 8, 8)
+    strategy.prepare_cost(space, x)
+    strategy.mutate_model(space)
+    space(x)  # initialise the activation clips
+    for sample in ({"ch_g0": 0, "ch_g1": 2, "ch_g2": 8, "ch_g3": 8, "s": 0.5, "act": 4, "b": 2, "op": 0, "r": 1, "s2": 0.25},
+                   {"ch_g0": 8, "ch_g1": 0, "ch_g2": 0, "ch_g3": 2, "s": 0.0, "act": 8, "b": 4, "op": 1, "r": 2, "s2": 0.75}):
+        strategy.set_architecture(sample)
+        frozen = space.freeze(sample)
+        assert torch.allclose(space(x), frozen(x), atol=1e-5), sample
+
+
+def test_tied_labels_share_one_parameter():
+    space, strategy, _ = _supernet()
+    q1, q3 = space.q1, space.q3
+    assert q1.alpha_of("b_tied") is q3.alpha_of("b_tied")
+
+
+def test_presets_check_their_space():
+    class OnlyBits(ModelSpace, label_prefix=None):
+        def __init__(self):
+            super().__init__()
+            self.fc = MutableQuantLinear(4, 2, weight_bits=bits_choice("b", [2, 8]))
+
+        def forward(self, x):
+            return self.fc(x)
+
+    for preset in (HALOC(), ChannelMixedPrecision(), DASS()):
+        with pytest.raises(ValueError, match="OnlyBits has no"):
+            preset.check_space(OnlyBits())
+    for preset in (UDC(), HALOC(), ChannelMixedPrecision(), DASS()):
+        preset.check_space(DigitsSpace())
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"target": -0.1}, "target must be a positive"),
+    ({"weight": -1}, "weight must be a number >= 0"),
+    ({"report_costs": ["joules"]}, "unknown cost 'joules'"),
+])
+def test_bad_arguments_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        UDC(**kwargs)
+
+
+# ----- real searches on digits ---------------------------------------------------------------------------
+
+def _search(tmp_path, space, strategy, epochs=6):
+    config = NasExperimentConfig("sequential", "raw")
+    config.experiment_working_directory = str(tmp_path)
+    experiment = NasExperiment(space, classification_evaluator("digits", epochs=epochs), strategy, config)
+    experiment.run(debug=False)
+    return experiment.export_top_models(formatter="instance")[0]
+
+
+def _udc_search(tmp_path, **kwargs):
+    torch.manual_seed(0)
+    strategy = UDC(seed=0, arc_learning_rate=0.05, **kwargs)
+    model = _search(tmp_path, DigitsSpace(), strategy)
+    return model, strategy.result
+
+
+@pytest.mark.slow
+def test_larger_weight_gives_strictly_smaller_models(tmp_path):
+    sizes = [_udc_search(tmp_path / str(w), weight=w)[1].costs["memory_bits"] for w in (0.0, 0.1, 1.0)]
+    assert sizes[0] > sizes[1] > sizes[2], sizes
+
+
+@pytest.mark.slow
+def test_target_lands_within_15_percent_and_export_is_the_fine_tuned_compressed_model(tmp_path):
+    model, result = _udc_search(tmp_path, target=0.05, weight=0.0, finetune_epochs=2)
+    relative = result.costs["memory_bits"] / result.reference_costs["memory_bits"]
+    assert 0.05 * 0.85 <= relative <= 0.05 * 1.15, relative
+    assert relative <= 0.05  # the export respects the budget
+    # the model NNI exports is the fine-tuned one, and its exact cost is what the result reports
+    assert result.model is model
+    assert exact_costs(model, torch.zeros(1, 1, 8, 8), ["memory_bits"])["memory_bits"] == result.costs["memory_bits"]
+    # 20x smaller than float after 2 fine-tune epochs; chance is 0.1 (0.80-0.95 seen, varies with the machine)
+    assert result.accuracy > 0.6
+
+
+@pytest.mark.slow
+def test_same_seed_same_architecture(tmp_path):
+    first = _udc_search(tmp_path / "a", weight=0.5)[1].sample
+    second = _udc_search(tmp_path / "b", weight=0.5)[1].sample
+    assert first == second
+
+
+class NniOnly(ModelSpace, label_prefix=None):
+    def __init__(self):
+        super().__init__()
+        width = nni.choice("width", [4, 8])
+        self.stem = nn.Sequential(MutableConv2d(1, width, 3, padding=1), MutableBatchNorm2d(width), nn.ReLU())
+        self.op = LayerChoice([MutableConv2d(width, width, 3, padding=1), MutableConv2d(width, width, 1)], label="op")
+        self.blocks = Repeat(lambda i: nn.Sequential(MutableConv2d(width, width, 3, padding=1), nn.ReLU()), (0, 2),
+                             label="depth")
+        self.fc = MutableLinear(width, 10)
+
+    def forward(self, x):
+        return self.fc(self.blocks(torch.relu(self.op(self.stem(x)))).mean((2, 3)))
+
+
+@pytest.mark.slow
+def test_space_with_only_nni_mutables_behaves_like_nni_darts(tmp_path):
+    def run(strategy, where):
+        torch.manual_seed(0)
+        space = NniOnly()
+        _search(tmp_path / where, space, strategy, epochs=2)
+        return strategy
+
+    darts = run(DARTS(arc_learning_rate=0.05), "darts")
+    darts_sample = darts.oneshot_module.export()
+    udc = run(UDC(weight=0.0, arc_learning_rate=0.05), "udc")
+    assert udc.result.sample == darts_sample
+    for label, alpha in darts._arch_parameters.items():
+        assert torch.allclose(udc.logits(label), alpha, atol=1e-5), label
+
+
+@pytest.mark.slow
+def test_gumbel_annealing_warmup_and_lightning_logs(tmp_path):
+    torch.manual_seed(0)
+    strategy = UDC(weight=1.0, temperature=(1.0, 0.5), warmup_epochs=1, seed=0)
+    _search(tmp_path, DigitsSpace(), strategy, epochs=2)
+    metrics = strategy.oneshot_module.trainer.callback_metrics
+    for name in ("penalty/task_loss", "penalty/expected_cost", "penalty/relative_cost", "penalty/lambda"):
+        assert name in metrics, sorted(metrics)
+    assert float(metrics["gumbel_temperature"]) == pytest.approx(0.75)  # second of 2 epochs: 1.0 -> 0.5 linearly
+    assert 0 < float(metrics["penalty/relative_cost"]) < 1
+
+
+def test_warmup_epochs_train_weights_only(tmp_path):
+    torch.manual_seed(0)
+    strategy = UDC(weight=1.0, warmup_epochs=1, seed=0)
+    _search(tmp_path, DigitsSpace(), strategy, epochs=1)
+    for label in strategy._choices:
+        assert float(strategy.logits(label).abs().max()) < 0.01, label  # still the tiny random start
