@@ -1,0 +1,34 @@
+"""Model spaces by name (for the command line and YAML files): a registered name or ``module:Class``."""
+from __future__ import annotations
+
+import importlib
+
+from nni.nas.nn.pytorch import ModelSpace
+
+from nni_udc.spaces.digits import DigitsSpace
+
+__all__ = ["SPACES", "resolve_space"]
+
+#: name -> (space class, input shape of one sample)
+SPACES: dict[str, tuple[type, tuple[int, ...]]] = {"digits": (DigitsSpace, (1, 8, 8))}
+
+
+def resolve_space(name: str) -> tuple[type, tuple[int, ...] | None]:
+    """The space class of a registered name, or of ``'package.module:Class'`` (its input shape is then unknown).
+
+    Example:
+        >>> resolve_space("digits")
+        (<class 'nni_udc.spaces.digits.DigitsSpace'>, (1, 8, 8))
+    """
+    if name in SPACES:
+        return SPACES[name]
+    if ":" not in name:
+        raise ValueError(f"unknown space {name!r}; registered spaces: {sorted(SPACES)} (or give 'module:Class')")
+    module_name, _, class_name = name.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"cannot import space {name!r}: {error}") from None
+    if not (isinstance(cls, type) and issubclass(cls, ModelSpace)):
+        raise ValueError(f"space {name!r} is not an NNI ModelSpace subclass")
+    return cls, None
