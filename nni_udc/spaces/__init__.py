@@ -2,5 +2,6 @@
 from __future__ import annotations
 
 from nni_udc.spaces.digits import DigitsSpace
+from nni_udc.spaces.sparse_cell import SparseCellSpace
 
 __all__ = ["DigitsSpace"]
