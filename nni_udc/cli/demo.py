@@ -1,9 +1,12 @@
-"""``nni-udc demo``: a multi-trial NAS over compressible CNNs on scikit-learn's digits, with a results table.
+"""``nni-udc demo``: compression-aware NAS on scikit-learn's digits, with a results table.
 
-It searches :class:`~nni_udc.spaces.DigitsSpace` with NNI's ``RegularizedEvolution`` (or ``Random``) through
-a real ``NasExperiment``, keeps the accuracy-vs-size Pareto front, retrains those architectures and two
-baselines (the widest float model and the same model at uniform 8 bits) with one recipe, and prints
-accuracy, compressed size and BitOps side by side.
+By default it runs the one-shot :class:`~nni_udc.strategies.UDC` search over :class:`~nni_udc.spaces.DigitsSpace`
+through a real ``NasExperiment``, once per memory target (a fraction of the widest float model's size):
+each search trains the weight-shared supernet, exports the architecture that fits the target with its
+trained weights and fine-tunes it quantisation-aware. With ``--strategy evolution|random`` it runs NNI's
+multi-trial search instead and retrains its accuracy-vs-size Pareto front. Either way two baselines (the
+widest float model and the same model at uniform 8 bits) are trained with one recipe, and accuracy,
+compressed size and BitOps are printed side by side.
 """
 from __future__ import annotations
 
@@ -16,15 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from nni.nas.experiment import NasExperiment, NasExperimentConfig
 from nni.nas.strategy import Random, RegularizedEvolution
 
 from nni_udc.cli._table import format_table
 from nni_udc.data import load_digits_splits
 from nni_udc.evaluators import exact_costs
 from nni_udc.evaluators.lightning import classification_evaluator
-from nni_udc.evaluators.training import train_classifier
+from nni_udc.evaluators.training import accuracy, train_classifier
 from nni_udc.spaces import DigitsSpace
-from nni_udc.strategies import TrialResult, run_multitrial
+from nni_udc.strategies import UDC, TrialResult, run_multitrial
 
 __all__ = ["pareto_front", "run_demo"]
 
@@ -64,8 +68,30 @@ def _quiet() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def run_demo(*, trials: int = 16, epochs: int = 12, strategy: str = "evolution", seed: int = 0,
-             out: str | Path = "runs/demo", verbose: bool = False) -> dict[str, Any]:
+def _one_shot(targets: list[float], epochs: int, finetune_epochs: int, seed: int, out: Path) -> list[TrialResult]:
+    """One UDC search per memory target; returns the fine-tuned models' results (models attached)."""
+    found = []
+    for i, target in enumerate(targets):
+        print(f"  UDC search {i + 1}/{len(targets)}: memory target {target:g} x float "
+              f"({epochs} epochs supernet, {finetune_epochs} epochs fine-tune)...", flush=True)
+        torch.manual_seed(seed)
+        strategy = UDC(target=target, weight=0.0, arc_learning_rate=0.05, finetune_epochs=finetune_epochs, seed=seed)
+        config = NasExperimentConfig("sequential", "raw")
+        config.experiment_working_directory = str((out / "nni-experiments").resolve())
+        evaluator = classification_evaluator("digits", epochs=epochs, learning_rate=1e-2, seed=seed)
+        experiment = NasExperiment(DigitsSpace(), evaluator, strategy, config)
+        experiment.run(debug=False)
+        experiment.export_top_models(formatter="instance")
+        result = strategy.result
+        trial = TrialResult(sample=result.sample, accuracy=result.accuracy, costs=result.costs)
+        trial.model = result.model  # type: ignore[attr-defined]
+        found.append(trial)
+    return found
+
+
+def run_demo(*, trials: int = 16, epochs: int = 12, strategy: str = "udc", targets: tuple[float, ...] = (0.03, 0.06, 0.12),
+             finetune_epochs: int | None = None, seed: int = 0, out: str | Path = "runs/demo",
+             verbose: bool = False) -> dict[str, Any]:
     """Run the demo search and print the table; returns what it wrote to ``out/results.json``."""
     if not verbose:
         _quiet()
@@ -74,21 +100,29 @@ def run_demo(*, trials: int = 16, epochs: int = 12, strategy: str = "evolution",
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     space = DigitsSpace()
-    search = (RegularizedEvolution(population_size=max(2, trials // 2), sample_size=max(1, trials // 4), seed=seed)
-              if strategy == "evolution" else Random(seed=seed))
-    print(f"Searching {trials} architectures of DigitsSpace with NNI's {type(search).__name__} "
-          f"({epochs} epochs each, validation accuracy)...")
-    results = run_multitrial(space, classification_evaluator("digits", epochs=epochs, learning_rate=1e-2, seed=seed),
-                             search, example_input=EXAMPLE_INPUT, max_trials=trials, workdir=out / "nni-experiments")
-    front = pareto_front(results)
-
-    print(f"Retraining the {len(front)} Pareto-front architectures and 2 baselines with one recipe...")
     splits = load_digits_splits(seed=seed)
+    if strategy == "udc":
+        print(f"Searching DigitsSpace with the one-shot UDC strategy, {len(targets)} memory targets...")
+        results = _one_shot(list(targets), epochs, finetune_epochs or epochs, seed, out)
+        found = {f"found @{t:g}": (r.sample, r.model) for t, r in zip(targets, results)}  # type: ignore[attr-defined]
+    else:
+        search = (RegularizedEvolution(population_size=max(2, trials // 2), sample_size=max(1, trials // 4), seed=seed)
+                  if strategy == "evolution" else Random(seed=seed))
+        print(f"Searching {trials} architectures of DigitsSpace with NNI's {type(search).__name__} "
+              f"({epochs} epochs each, validation accuracy)...")
+        results = run_multitrial(space, classification_evaluator("digits", epochs=epochs, learning_rate=1e-2, seed=seed),
+                                 search, example_input=EXAMPLE_INPUT, max_trials=trials, workdir=out / "nni-experiments")
+        found = {f"found #{i + 1}": (r.sample, space.freeze(r.sample)) for i, r in enumerate(pareto_front(results))}
+
+    print(f"Training the 2 baselines{'' if strategy == 'udc' else f' and retraining the {len(found)} found architectures'}"
+          " with one recipe...")
     rows: list[dict[str, Any]] = []
-    models = {**_baselines(), **{f"found #{i + 1}": (r.sample, space.freeze(r.sample)) for i, r in enumerate(front)}}
-    for name, (sample, model) in models.items():
+    for name, (sample, model) in {**_baselines(), **found}.items():
         torch.manual_seed(seed)
-        scores = train_classifier(model, splits, epochs=epochs, seed=seed)
+        if strategy == "udc" and name in found:  # already fine-tuned from the supernet's weights
+            scores = {"val": accuracy(model, splits.val), "test": accuracy(model, splits.test)}
+        else:
+            scores = train_classifier(model, splits, epochs=epochs, seed=seed)
         costs = exact_costs(model, EXAMPLE_INPUT)
         rows.append({"model": name, "architecture": _describe(sample), **scores, **costs, "sample": sample})
     reference = rows[0]["memory_bits"]
@@ -101,7 +135,7 @@ def run_demo(*, trials: int = 16, epochs: int = 12, strategy: str = "evolution",
     for r in rows:
         print(f"  {r['model']:<17} {r['architecture']}")
     elapsed = time.time() - started
-    report = {"trials": [asdict(r) for r in results], "table": rows, "seconds": elapsed}
+    report = {"strategy": strategy, "trials": [asdict(r) for r in results], "table": rows, "seconds": elapsed}
     (out / "results.json").write_text(json.dumps(report, indent=2))
     print(f"\nSize = weight memory after compression (bitmap-sparse or dense, whichever is smaller), "
           f"BitOps = MACs x weight bits x activation bits.\nWrote {out / 'results.json'} in {elapsed:.0f} s.")
