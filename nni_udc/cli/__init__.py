@@ -2,6 +2,12 @@
 
 Usage::
 
+    nni-udc search CONFIG [--target T | --weight W] [--out DIR]   one search from an experiment file
+    nni-udc pareto CONFIG [--trials N] [--storage URL]           the Optuna outer loop: the accuracy-cost front
+    nni-udc show RUN                                             the front of a finished (or running) pareto run
+    nni-udc nnictl-register [--name N]                           register the Optuna tuner with nnictl
+    nni-udc nnictl-trial CONFIG                                  an nnictl trial: one search, reported to NNI
+
     nni-udc demo [--strategy udc|evolution|random] [--targets T,T,...] [--epochs E] [--finetune-epochs F]
                  [--trials N] [--seed S] [--out DIR]
 
@@ -25,6 +31,26 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a positive integer, but got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, but got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], but got {text!r}")
+    return value
+
+
+def _nonnegative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, but got {text!r}")
     return value
 
 
@@ -59,6 +85,44 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     demo.add_argument("--out", default="runs/demo", help="output directory (default: runs/demo)")
     demo.add_argument("--verbose", action="store_true", help="show NNI and Lightning logs")
+
+    search = commands.add_parser(
+        "search", help="run one search described by an experiment file; write the model, architecture and report",
+        description="Run the search of an experiment YAML file (see examples/) and write model.pt, "
+                    "architecture.json, report.json and TensorBoard logs to its output directory.")
+    search.add_argument("config", help="experiment YAML file")
+    group = search.add_mutually_exclusive_group()
+    group.add_argument("--target", type=_fraction, default=None,
+                       help="cost target as a fraction of the uncompressed model (overrides search.target)")
+    group.add_argument("--weight", type=_nonnegative, default=None, help="linear penalty weight λ instead of a target")
+    search.add_argument("--out", default=None, help="output directory (default: the file's output)")
+
+    pareto = commands.add_parser(
+        "pareto", help="trace the accuracy-vs-cost front with an Optuna outer loop over the cost target",
+        description="Run the file's search for many cost targets (an Optuna two-objective study), then write "
+                    "front.csv, front.json, front.png and front.html to the output directory and print the front "
+                    "and its hypervolume. Stopped runs resume where they were: run the same command again. "
+                    "Run the command N times at once (on one or many machines, with a shared pareto.storage) "
+                    "to have N workers.")
+    pareto.add_argument("config", help="experiment YAML file")
+    pareto.add_argument("--trials", type=_positive, default=None, help="completed searches to reach (overrides "
+                                                                        "pareto.trials)")
+    pareto.add_argument("--storage", default=None, help="Optuna storage URL (overrides pareto.storage; default: "
+                                                        "sqlite:///OUTPUT/study.db)")
+    pareto.add_argument("--verbose", action="store_true", help="show NNI and Lightning logs and per-epoch progress")
+
+    show = commands.add_parser("show", help="print the front of a pareto run",
+                               description="Print the front (front.json) of a pareto run directory as a table.")
+    show.add_argument("run", help="a pareto run's output directory (or its front.json)")
+
+    register = commands.add_parser("nnictl-register", help="register the Optuna outer-loop tuner with nnictl",
+                                   description="Register nni_udc.pareto.tuner.OptunaTuner with 'nnictl algo register' "
+                                               "so an NNI experiment config can use tuner: {name: NAME}.")
+    register.add_argument("--name", default="nni_udc_optuna", help="the tuner's name (default: nni_udc_optuna)")
+    trial = commands.add_parser("nnictl-trial", help="an nnictl trial: one search with the tuner's parameter",
+                                description="Run by nnictl as the trial command: read the tuner's cost target, run "
+                                            "the file's search and report accuracy, costs and architecture to NNI.")
+    trial.add_argument("config", help="experiment YAML file")
 
     profile = commands.add_parser("profile", help="time every layer configuration of a space; write a latency target",
                                   description="Time every distinct layer configuration of a space with torch on this "
@@ -109,10 +173,93 @@ def _profile(args: argparse.Namespace) -> None:
     print(f"timed {len(entries)} layer configurations; wrote {args.out} (use hardware={args.out!r})")
 
 
+def _search(args: argparse.Namespace) -> None:
+    from nni_udc.config import load_config
+    from nni_udc.experiment import quiet, run_search
+
+    config = load_config(args.config)
+    quiet()
+    out = args.out or config.output
+    print(f"Searching {config.space.name} with {config.strategy.name} on {config.data.name}, "
+          f"optimising {config.hardware.cost} ({config.hardware.target}); writing to {out}")
+    outcome = run_search(config, target=args.target, weight=args.weight, output=out, progress=sys.stderr.isatty())
+    print(f"found: val acc {outcome.accuracy:.3f}, test acc {outcome.test_accuracy:.3f}, "
+          f"{outcome.cost} {outcome.costs[outcome.cost]:,.6g} = {outcome.relative_cost:.4f} x the uncompressed model")
+    print("architecture: " + ", ".join(f"{k}={v}" for k, v in outcome.sample.items()))
+    print(f"wrote {out}/model.pt, architecture.json, report.json in {outcome.seconds:.0f} s")
+
+
+def _pareto(args: argparse.Namespace) -> None:
+    from nni_udc.config import load_config
+    from nni_udc.experiment import quiet, run_pareto, storage_url
+    from nni_udc.pareto import format_front
+
+    config = load_config(args.config)
+    if args.trials is not None:
+        config.pareto.trials = args.trials
+    if args.storage is not None:
+        config.pareto.storage = args.storage
+    if not args.verbose:
+        quiet()
+    p = config.pareto
+    print(f"Tracing the front of {config.name}: {p.trials} searches over {p.variable} in [{p.low:g}, {p.high:g}] "
+          f"({p.sampler}), optimising {config.hardware.cost} ({config.hardware.target}); study in {storage_url(config)}")
+    outcome = run_pareto(config, inner_progress=args.verbose)
+    print()
+    print(format_front(outcome.front, cost=config.hardware.cost or "", variable=p.variable))
+    print(f"\n{len(outcome.front)} of {len(outcome.points)} searches on the front; hypervolume {outcome.hypervolume:.4f} "
+          f"(reference point: accuracy {p.reference_point[0]:g}, relative cost {p.reference_point[1]:g})")
+    print("wrote " + ", ".join(str(f) for f in outcome.files.values()))
+
+
+def _show(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from nni_udc.pareto import format_front, read_front
+
+    path = Path(args.run)
+    path = path / "front.json" if path.is_dir() else path
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file; give a pareto run's output directory or its front.json")
+    try:
+        data = read_front(path)
+    except (ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{path}: not a front.json written by 'nni-udc pareto': {error}") from None
+    print(format_front(data["front"], cost=data["cost"], variable=data["variable"]))
+    ref = data["reference_point"]
+    print(f"\nhypervolume {data['hypervolume']:.4f} (reference point: accuracy {ref['accuracy']:g}, "
+          f"relative cost {ref['relative_cost']:g})")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    from nni_udc.config import ConfigError
+
     try:
+        if args.command == "search":
+            _search(args)
+            return 0
+        if args.command == "pareto":
+            _pareto(args)
+            return 0
+    except ConfigError as error:
+        parser.exit(2, f"nni-udc {args.command}: error: {error}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, f"\nnni-udc {args.command}: interrupted; finished searches are kept: run the same command "
+                         "again to resume\n")
+    try:
+        if args.command == "show":
+            _show(args)
+            return 0
+        if args.command == "nnictl-register":
+            from nni_udc.pareto.nnictl import register_main
+
+            return register_main(["--name", args.name])
+        if args.command == "nnictl-trial":
+            from nni_udc.pareto.nnictl import trial_main
+
+            return trial_main([args.config])
         if args.command == "profile":
             _profile(args)
             return 0

@@ -22,7 +22,7 @@ import torch
 from nni.nas.experiment import NasExperiment, NasExperimentConfig
 from nni.nas.strategy import Random, RegularizedEvolution
 
-from nni_udc.cli._table import format_table
+from nni_udc._table import format_table
 from nni_udc.data import load_digits_splits
 from nni_udc.evaluators import exact_costs
 from nni_udc.evaluators.lightning import classification_evaluator

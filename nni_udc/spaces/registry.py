@@ -6,11 +6,15 @@ import importlib
 from nni.nas.nn.pytorch import ModelSpace
 
 from nni_udc.spaces.digits import DigitsSpace
+from nni_udc.spaces.sparse_cell import SparseCellSpace
 
 __all__ = ["SPACES", "resolve_space"]
 
 #: name -> (space class, input shape of one sample)
-SPACES: dict[str, tuple[type, tuple[int, ...]]] = {"digits": (DigitsSpace, (1, 8, 8))}
+SPACES: dict[str, tuple[type, tuple[int, ...]]] = {
+    "digits": (DigitsSpace, (1, 8, 8)),
+    "sparse-cell": (SparseCellSpace, (1, 8, 8)),
+}
 
 
 def resolve_space(name: str) -> tuple[type, tuple[int, ...] | None]:

@@ -51,15 +51,19 @@ def finetune(model: nn.Module, evaluator: Any, *, epochs: int, learning_rate: fl
     """Train ``model`` for ``epochs`` on the evaluator's train loader; return its validation accuracy.
 
     ``evaluator`` is an NNI Lightning evaluator such as ``Classification`` (its ``train_dataloaders``,
-    ``val_dataloaders``, criterion, optimiser class, learning rate and weight decay are used).
+    ``val_dataloaders``, criterion, optimiser class, learning rate and weight decay are used, and its
+    trainer's logger and progress-bar setting, so fine-tuning logs next to the search as ``finetune/...``).
     """
     module = evaluator.module
     hparams = getattr(module, "hparams", {})
     tuner = _FineTune(model, module.criterion, getattr(module, "optimizer", torch.optim.Adam),
                       learning_rate if learning_rate is not None else hparams.get("learning_rate", 1e-3),
                       hparams.get("weight_decay", 0.0))
-    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    search_trainer = getattr(evaluator, "trainer", None)
+    logger = getattr(search_trainer, "logger", None) or False
+    progress = bool(getattr(search_trainer, "progress_bar_callback", None))
+    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=logger, enable_checkpointing=False,
+                         enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0)
     trainer.fit(tuner, train_dataloaders=evaluator.train_dataloaders, val_dataloaders=evaluator.val_dataloaders)
     model.eval()
     return float(tuner.correct / max(tuner.seen, 1))

@@ -1,0 +1,90 @@
+"""The Optuna outer loop: a two-objective study (maximise accuracy, minimise relative cost) over the cost target.
+
+Each Optuna trial picks one value of the outer variable — the cost-target ratio ``target`` (log-uniform,
+scale-free: every search lands near its target, so a log grid spreads the front evenly), or the penalty
+weight ``weight`` — and runs one inner search. The study starts from log-spaced values enqueued once,
+then the sampler (TPE by default) fills the gaps in the front.
+
+Storage: an SQLite file by default. Trials keep a heartbeat (``RDBStorage``), so a trial whose process
+was killed is marked failed and retried with the same value by the next worker that runs
+(``RetryHeartbeatStaleTrialCallback``); finished trials are never run again. PostgreSQL URLs let several
+workers on several machines share one study; ``journal:FILE`` uses Optuna's journal file (no heartbeat).
+
+Example:
+    >>> initial_values(0.01, 1.0, 3)
+    [0.01, 0.1, 1.0]
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+__all__ = ["DIRECTIONS", "OBJECTIVES", "finished", "initial_values", "make_sampler", "open_study", "suggest"]
+
+#: the objectives, in order, and their directions
+OBJECTIVES = ("accuracy", "relative_cost")
+DIRECTIONS = ("maximize", "minimize")
+
+
+def initial_values(low: float, high: float, n: int) -> list[float]:
+    """``n`` log-spaced values from ``low`` to ``high`` (both included), rounded to 4 significant digits."""
+    if n <= 0:
+        return []
+    if n == 1:
+        return [float(f"{math.sqrt(low * high):.4g}")]
+    step = (math.log(high) - math.log(low)) / (n - 1)
+    return [float(f"{math.exp(math.log(low) + i * step):.4g}") for i in range(n)]
+
+
+def suggest(trial: optuna.trial.BaseTrial, variable: str, low: float, high: float) -> float:
+    """The outer variable of one trial (log-uniform in ``[low, high]``)."""
+    return trial.suggest_float(variable, low, high, log=True)
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """An Optuna sampler by its configuration name (``tpe``, ``gp``, ``random``, ``qmc``, ``nsga2``)."""
+    samplers: dict[str, Callable[[], optuna.samplers.BaseSampler]] = {
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        "gp": lambda: optuna.samplers.GPSampler(seed=seed, deterministic_objective=False),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+        "qmc": lambda: optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False),
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed, population_size=8),
+    }
+    if name not in samplers:
+        raise ValueError(f"unknown sampler {name!r}; known samplers: {', '.join(samplers)}")
+    return samplers[name]()
+
+
+def _storage(url: str, heartbeat_interval: int, grace_period: int) -> Any:
+    if url.startswith("journal:"):
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+
+        path = url[len("journal:"):]
+        return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                      grace_period=grace_period,
+                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+
+
+def open_study(*, storage: str, name: str, sampler: str = "tpe", seed: int = 0, variable: str = "target",
+               low: float, high: float, initial: int = 4, heartbeat_interval: int = 10,
+               grace_period: int = 30) -> optuna.Study:
+    """Create the study, or load it to resume, and enqueue the initial log-spaced values (once)."""
+    study = optuna.create_study(storage=_storage(storage, heartbeat_interval, grace_period), study_name=name,
+                                directions=list(DIRECTIONS), sampler=make_sampler(sampler, seed), load_if_exists=True)
+    study.set_metric_names(list(OBJECTIVES))
+    for value in initial_values(low, high, initial):
+        # skip_if_exists: a resumed study, or a second worker starting at the same time, adds no duplicates
+        study.enqueue_trial({variable: value}, skip_if_exists=True)
+    return study
+
+
+def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The study's completed trials."""
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
