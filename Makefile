@@ -25,7 +25,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/nni-udc demo
 
+# The test suite starts a throwaway PostgreSQL server of its own (tests/postgres_server.py), so make
+# sure one is installed (Debian's package, installed with apt-get when missing).
 test: $(STAMP)
+	bash scripts/ensure-postgres.sh
 	$(VENV)/bin/pytest
 
 clean:
