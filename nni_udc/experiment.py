@@ -256,6 +256,7 @@ def run_pareto(config: ExperimentConfig, *, progress: bool = True, inner_progres
     from optuna.trial import TrialState
     from tqdm import tqdm
 
+    from nni_udc.pareto.study import enough
     from nni_udc.pareto import finished, hypervolume, non_dominated, open_study, plot_front, suggest
     from nni_udc.pareto import write_front
 
@@ -273,10 +274,17 @@ def run_pareto(config: ExperimentConfig, *, progress: bool = True, inner_progres
     bar = tqdm(total=p.trials, initial=min(done, p.trials), desc="pareto searches", unit="search", disable=not progress)
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
+        if enough(study, trial, p.trials):  # another worker runs the last searches: do no extra work
+            study.stop()
+            raise optuna.TrialPruned("the study has enough searches")
         value = suggest(trial, p.variable, p.low, p.high)
         out = config.output / "trials" / f"{trial.number:04d}"
         bar.set_postfix({p.variable: f"{value:.3g}", "trial": trial.number})
-        outcome = run_search(config, output=out, progress=inner_progress, **{p.variable: value})
+        try:
+            outcome = run_search(config, output=out, progress=inner_progress, **{p.variable: value})
+        except KeyboardInterrupt:  # Ctrl-C: this value is searched again when the run resumes
+            study.enqueue_trial({p.variable: value})
+            raise
         for key, val in (("architecture", outcome.sample), ("test_accuracy", outcome.test_accuracy),
                          ("costs", outcome.costs), ("reference_costs", outcome.reference_costs),
                          ("cost", outcome.cost), ("seconds", outcome.seconds), ("output", str(out)),

@@ -17,6 +17,10 @@ Example:
 from __future__ import annotations
 
 import math
+import os
+import random
+import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -24,7 +28,7 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-__all__ = ["DIRECTIONS", "OBJECTIVES", "finished", "initial_values", "make_sampler", "open_study", "suggest"]
+__all__ = ["DIRECTIONS", "OBJECTIVES", "enough", "finished", "initial_values", "make_sampler", "open_study", "suggest"]
 
 #: the objectives, in order, and their directions
 OBJECTIVES = ("accuracy", "relative_cost")
@@ -66,25 +70,49 @@ def _storage(url: str, heartbeat_interval: int, grace_period: int) -> Any:
 
         path = url[len("journal:"):]
         return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
-    return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                      grace_period=grace_period,
-                      heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+    for attempt in range(5):
+        try:
+            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                              grace_period=grace_period,
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+        except (IntegrityError, OperationalError):
+            # Workers that start together on an empty database race to create Optuna's tables; the loser
+            # fails with a duplicate key. The tables exist a moment later.
+            if attempt == 4:
+                raise
+            time.sleep(0.5 + random.random())
+    raise AssertionError("unreachable")
 
 
 def open_study(*, storage: str, name: str, sampler: str = "tpe", seed: int = 0, variable: str = "target",
                low: float, high: float, initial: int = 4, heartbeat_interval: int = 10,
                grace_period: int = 30) -> optuna.Study:
     """Create the study, or load it to resume, and enqueue the initial log-spaced values (once)."""
-    study = optuna.create_study(storage=_storage(storage, heartbeat_interval, grace_period), study_name=name,
-                                directions=list(DIRECTIONS), sampler=make_sampler(sampler, seed), load_if_exists=True)
-    study.set_metric_names(list(OBJECTIVES))
+    backend = _storage(storage, heartbeat_interval, grace_period)
+    try:
+        study = optuna.create_study(storage=backend, study_name=name, directions=list(DIRECTIONS),
+                                    sampler=make_sampler(sampler, seed))
+    except optuna.exceptions.DuplicatedStudyError:  # resuming, or another worker created it: it enqueued the grid
+        # A worker of its own seed: workers with one seed would suggest the very same values at the same time.
+        return optuna.load_study(study_name=name, storage=backend, sampler=make_sampler(sampler, seed + os.getpid()))
+    with warnings.catch_warnings():  # experimental since Optuna 3.2, still there in 5.0
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(OBJECTIVES))
     for value in initial_values(low, high, initial):
-        # skip_if_exists: a resumed study, or a second worker starting at the same time, adds no duplicates
-        study.enqueue_trial({variable: value}, skip_if_exists=True)
+        study.enqueue_trial({variable: value})
     return study
 
 
 def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The study's completed trials."""
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+
+
+def enough(study: optuna.Study, trial: optuna.trial.BaseTrial, trials: int) -> bool:
+    """Whether the study's completed and running searches (other workers' included) already reach ``trials``."""
+    states = (TrialState.COMPLETE, TrialState.RUNNING)
+    others = [t for t in study.get_trials(deepcopy=False, states=states) if t.number != trial.number]
+    return len(others) >= trials

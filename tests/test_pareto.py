@@ -1,0 +1,233 @@
+"""The Optuna outer loop on real searches: front files, hypervolume, resume after a kill, several workers."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from nni_udc.cli import main
+from nni_udc.config import load_config
+from nni_udc.experiment import quiet, run_pareto, storage_url
+from nni_udc.pareto import Point, hypervolume, initial_values, non_dominated
+
+NNI_UDC = str(Path(sys.executable).parent / "nni-udc")
+
+
+def _write_config(directory: Path, *, trials: int, initial: int = 2, storage: str | None = None,
+                  study: str = "tiny") -> Path:
+    storage_line = f", storage: '{storage}', study_name: {study}" if storage else ""
+    path = directory / "exp.yaml"
+    path.write_text(f"""\
+name: tiny
+space: digits
+training: {{epochs: 1, finetune_epochs: 0}}
+search: {{target: 0.1}}
+pareto: {{trials: {trials}, low: 0.03, high: 0.3, initial: {initial}, heartbeat_interval: 1, grace_period: 3{storage_line}}}
+output: {directory / 'run'}
+""")
+    return path
+
+
+# ----- pure front math -----------------------------------------------------------------------------------------
+
+def _union_area(points: list[tuple[float, float]], reference: tuple[float, float]) -> float:
+    """Area of the union of the boxes [cost, cost_ref] x [acc_ref, acc], slab by slab over every cost breakpoint."""
+    acc_ref, cost_ref = reference
+    xs = sorted({c for _, c in points if c < cost_ref} | {cost_ref})
+    area = 0.0
+    for left, right in zip(xs, xs[1:]):
+        height = max((a - acc_ref for a, c in points if c <= left and a > acc_ref), default=0.0)
+        area += (right - left) * height
+    return area
+
+
+def test_front_and_hypervolume_on_hand_made_points():
+    pts = [Point(0, 0.9, 0.5), Point(1, 0.8, 0.2), Point(2, 0.7, 0.3), Point(3, 0.95, 1.2), Point(4, 0.8, 0.2)]
+    front = non_dominated(pts)
+    assert [p.number for p in front] == [1, 0, 3]  # 2 is dominated by 1; 4 duplicates 1
+    assert hypervolume(pts, (0.0, 1.0)) == pytest.approx(0.8 * 0.3 + 0.9 * 0.5)  # 3 lies beyond the reference
+    assert hypervolume(pts, (0.85, 1.0)) == pytest.approx(0.05 * 0.5)
+    assert hypervolume([], (0.0, 1.0)) == 0.0
+
+
+def test_initial_values_are_log_spaced():
+    values = initial_values(0.02, 0.5, 5)
+    assert values[0] == 0.02 and values[-1] == 0.5
+    ratios = [b / a for a, b in zip(values, values[1:])]
+    assert max(ratios) == pytest.approx(min(ratios), rel=1e-3)
+
+
+# ----- a real outer loop in this process ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("pareto")
+    config = load_config(_write_config(directory, trials=4, initial=3))
+    quiet()
+    outcome = run_pareto(config, progress=False)
+    return config, outcome
+
+
+def test_the_study_holds_every_search_with_its_attributes(finished_run):
+    config, outcome = finished_run
+    study = optuna.load_study(study_name="tiny", storage=storage_url(config))
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 4 == len(outcome.points)
+    assert [t.params["target"] for t in trials[:3]] == initial_values(0.03, 0.3, 3)  # the enqueued grid first
+    for t in trials:
+        report = json.loads((Path(t.user_attrs["output"]) / "report.json").read_text())
+        assert t.values[0] == pytest.approx(report["accuracy"])
+        assert t.values[1] == pytest.approx(report["costs"]["memory_bits"] / report["reference_costs"]["memory_bits"])
+        assert t.user_attrs["architecture"] == report["sample"]
+        assert set(t.user_attrs["costs"]) == {"params", "macs", "bitops", "memory_bits"}
+
+
+def test_the_csv_front_is_non_dominated_and_its_hypervolume_checks_out(finished_run):
+    config, outcome = finished_run
+    study = optuna.load_study(study_name="tiny", storage=storage_url(config))
+    every = [(t.values[0], t.values[1]) for t in study.get_trials(states=(TrialState.COMPLETE,))]
+    with (config.output / "front.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    front = [(float(r["accuracy"]), float(r["relative_cost"])) for r in rows]
+    assert front, "the front cannot be empty"
+    for acc, cost in front:  # no search of the study dominates a front point...
+        assert not any(a >= acc and c <= cost and (a > acc or c < cost) for a, c in every)
+    for acc, cost in every:  # ...and every search is on the front or dominated by (or equal to) a front point
+        assert any(a >= acc and c <= cost for a, c in front)
+    assert [float(r["relative_cost"]) for r in rows] == sorted(float(r["relative_cost"]) for r in rows)
+    expected = _union_area(every, config.pareto.reference_point)
+    saved = json.loads((config.output / "front.json").read_text())
+    assert saved["hypervolume"] == pytest.approx(expected) == pytest.approx(outcome.hypervolume)
+    assert expected > 0
+
+
+def test_plots_are_written(finished_run):
+    config, _ = finished_run
+    assert (config.output / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = (config.output / "front.html").read_text()
+    assert "plotly" in html and "Pareto front" in html
+
+
+def test_show_prints_the_front(finished_run, capsys):
+    config, outcome = finished_run
+    assert main(["show", str(config.output)]) == 0
+    out = capsys.readouterr().out
+    assert f"hypervolume {outcome.hypervolume:.4f}" in out
+    assert len([line for line in out.splitlines() if line[:1].isdigit()]) == len(outcome.front)
+
+
+def test_a_finished_study_is_not_run_again(finished_run):
+    config, outcome = finished_run
+    again = run_pareto(config, progress=False)
+    assert [p.number for p in again.points] == [p.number for p in outcome.points]
+
+
+def test_journal_storage(tmp_path):
+    config = load_config(_write_config(tmp_path, trials=1, initial=1, storage=f"journal:{tmp_path / 'journal.log'}"))
+    quiet()
+    outcome = run_pareto(config, progress=False)
+    assert len(outcome.points) == 1 and (tmp_path / "journal.log").stat().st_size > 0
+
+
+# ----- killed workers --------------------------------------------------------------------------------------
+
+def _start(config_path: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([NNI_UDC, "pareto", str(config_path), *extra], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _trials(storage: str, study: str = "tiny") -> list[optuna.trial.FrozenTrial]:
+    if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///"):]).exists():
+        return []  # the worker has not created it yet
+    try:
+        return optuna.load_study(study_name=study, storage=storage).get_trials()
+    except KeyError:  # the study is not created yet
+        return []
+
+
+def _kill_when_running(process: subprocess.Popen, storage: str, *, completed: int, study: str = "tiny",
+                       timeout: float = 300) -> int:
+    """Wait until ``completed`` trials are done and another one has run for a second; kill the worker mid-trial."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert process.poll() is None, process.stderr.read() if process.stderr else ""
+        trials = _trials(storage, study)
+        done = [t for t in trials if t.state == TrialState.COMPLETE]
+        running = [t for t in trials if t.state == TrialState.RUNNING]
+        if len(done) >= completed and running and time.time() - running[0].datetime_start.timestamp() > 1:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            return running[0].number
+        time.sleep(0.3)
+    os.killpg(process.pid, signal.SIGKILL)
+    raise AssertionError("the worker never ran a trial")
+
+
+def _finish(process: subprocess.Popen, timeout: float = 400) -> None:
+    try:
+        _, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+    assert process.returncode == 0, err
+
+
+def _check_retried(trials: list[optuna.trial.FrozenTrial], killed: int, total: int) -> None:
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(complete) == total
+    assert [t.number for t in failed] == [killed]  # the only trial not completed is the killed one
+    retries = [t for t in complete if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed]
+    assert len(retries) == 1 and retries[0].params == failed[0].params  # re-run once, with the same target
+    assert len(trials) == total + 1  # no other work was done twice
+    assert len({t.params["target"] for t in complete}) == total
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_with_its_finished_trials_kept(tmp_path):
+    config_path = _write_config(tmp_path, trials=3)
+    storage = storage_url(load_config(config_path))
+    killed = _kill_when_running(_start(config_path), storage, completed=1)
+    before = {t.number: (t.values, (Path(t.user_attrs["output"]) / "report.json").stat().st_mtime)
+              for t in _trials(storage) if t.state == TrialState.COMPLETE}
+    time.sleep(4)  # longer than the grace period: the killed trial's heartbeat is now stale
+    _finish(_start(config_path))
+    trials = _trials(storage)
+    _check_retried(trials, killed, total=3)
+    for number, (values, mtime) in before.items():  # kept as they were, not run again
+        trial = trials[number]
+        assert trial.values == values
+        assert (Path(trial.user_attrs["output"]) / "report.json").stat().st_mtime == mtime
+    assert json.loads((tmp_path / "run" / "front.json").read_text())["front"]
+
+
+@pytest.mark.slow
+def test_two_workers_share_a_postgresql_study(tmp_path, postgres_url):
+    config_path = _write_config(tmp_path, trials=4, storage=postgres_url, study="shared")
+    workers = [_start(config_path) for _ in range(2)]
+    for worker in workers:
+        _finish(worker)
+    trials = _trials(postgres_url, "shared")
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 4, [(t.number, t.state.name, t.params, t.user_attrs.get("worker")) for t in trials]  # no fifth search
+    assert len({t.user_attrs["worker"] for t in complete}) == 2  # both workers completed searches
+    assert len({t.params["target"] for t in complete}) == len(complete)  # no target searched twice
+
+
+@pytest.mark.slow
+def test_a_killed_postgresql_worker_trial_is_retried_by_another(tmp_path, postgres_url):
+    config_path = _write_config(tmp_path, trials=3, storage=postgres_url, study="killed")
+    killed = _kill_when_running(_start(config_path), postgres_url, completed=0, study="killed")
+    time.sleep(4)  # longer than the grace period
+    _finish(_start(config_path))
+    _check_retried(_trials(postgres_url, "killed"), killed, total=3)
