@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/nni-udc demo
+	$(VENV)/bin/nni-udc pareto examples/udc-digits.yaml
 
 # The test suite starts a throwaway PostgreSQL server of its own (tests/postgres_server.py), so make
 # sure one is installed (Debian's package, installed with apt-get when missing).

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -109,6 +110,7 @@ def format_front(front: Sequence[Point], *, cost: str, variable: str) -> str:
 def plot_front(points: Sequence[Point], directory: Path, *, cost: str, title: str) -> tuple[Path, Path]:
     """``front.png`` (matplotlib) and ``front.html`` (plotly, interactive: hover shows each architecture)."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")  # headless
     import matplotlib.pyplot as plt
@@ -121,6 +123,9 @@ def plot_front(points: Sequence[Point], directory: Path, *, cost: str, title: st
     ax.step([p.relative_cost for p in front], [p.accuracy for p in front], where="post", c="C3", lw=1.5)
     ax.scatter([p.relative_cost for p in front], [p.accuracy for p in front], c="C3", s=30, label="Pareto front")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(  # label 2, 3 and 5 of each decade
+        lambda v, _: f"{v:g}" if round(v / 10 ** math.floor(math.log10(v))) in (2, 3, 5) else ""))
     ax.set_xlabel(f"{cost} relative to the uncompressed model (log)")
     ax.set_ylabel("validation accuracy")
     ax.set_title(title)
