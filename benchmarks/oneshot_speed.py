@@ -20,13 +20,11 @@ Measures, in one run on the CPU (fixed thread count):
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import nni_udc  # noqa: F401  (first: silences NNI's torch-version warnings)
@@ -38,6 +36,7 @@ from torch import nn
 
 from nni_udc.evaluators import exact_costs
 from nni_udc.evaluators.lightning import classification_evaluator
+from nni_udc.experiment import quiet
 from nni_udc.spaces import DigitsSpace
 from nni_udc.strategies import UDC, reference_sample, run_multitrial
 
@@ -179,9 +178,7 @@ def main() -> None:
     parser.add_argument("--sample-size", type=int, default=3)
     parser.add_argument("--skip-search", action="store_true", help="only parts 1 and 2")
     args = parser.parse_args()
-    warnings.filterwarnings("ignore")
-    for name in ("nni", "pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+    quiet()
     torch.set_num_threads(args.threads)
     bench_step(args.repeats)
     bench_penalty(args.repeats)

@@ -71,8 +71,8 @@ def quiet() -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _space(config: ExperimentConfig) -> tuple[Any, tuple[int, ...]]:
-    from nni_udc.data import load_dataset
+def _space(config: ExperimentConfig, data_shape: tuple[int, ...]) -> Any:
+    """The space of ``config``, checked against the data set's input shape."""
     from nni_udc.spaces.registry import resolve_space
 
     where = f"{config.path}: space"
@@ -80,7 +80,6 @@ def _space(config: ExperimentConfig) -> tuple[Any, tuple[int, ...]]:
         cls, shape = resolve_space(config.space.name)
     except ValueError as error:
         raise ConfigError(f"{where}.name: {error}") from None
-    data_shape = load_dataset(config.data.name, seed=config.data.seed).input_shape
     if shape is not None and tuple(shape) != tuple(data_shape):
         raise ConfigError(f"{where}.name: space {config.space.name!r} takes inputs of shape {tuple(shape)}, but data "
                           f"set {config.data.name!r} has {tuple(data_shape)}")
@@ -88,7 +87,7 @@ def _space(config: ExperimentConfig) -> tuple[Any, tuple[int, ...]]:
         space = cls(**config.space.args)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{where}.args: {config.space.name} rejects {config.space.args!r}: {error}") from None
-    return space, tuple(data_shape)
+    return space
 
 
 def build_strategy(config: ExperimentConfig, *, target: float | None = None, weight: float | None = None) -> Any:
@@ -143,10 +142,10 @@ def run_search(config: ExperimentConfig, *, target: float | None = None, weight:
     output.mkdir(parents=True, exist_ok=True)
     started = time.time()
     torch.manual_seed(config.seed)
-    space, shape = _space(config)
+    splits = load_dataset(config.data.name, seed=config.data.seed)
+    space = _space(config, splits.input_shape)
     strategy = build_strategy(config, target=target, weight=weight)
     evaluator = _evaluator(config, output, progress=progress, logger=logger)
-    splits = load_dataset(config.data.name, seed=config.data.seed)
     if config.strategy.one_shot:
         nni_config = NasExperimentConfig("sequential", "raw")
         nni_config.experiment_working_directory = str((output / "nni-experiments").resolve())
@@ -157,7 +156,7 @@ def run_search(config: ExperimentConfig, *, target: float | None = None, weight:
         sample, costs, reference = result.sample, result.costs, result.reference_costs
         val = result.accuracy if result.accuracy is not None else accuracy(model, splits.val)
     else:
-        model, sample, costs, reference, val = _multi_trial(config, space, strategy, evaluator, shape, output, progress,
+        model, sample, costs, reference, val = _multi_trial(config, space, strategy, evaluator, splits, output, progress,
                                                             target=target if target is not None else config.search.target)
     outcome = SearchOutcome(sample=sample, accuracy=float(val), test_accuracy=accuracy(model, splits.test),
                             costs=dict(costs), reference_costs=dict(reference), cost=config.hardware.cost or "",
@@ -166,22 +165,21 @@ def run_search(config: ExperimentConfig, *, target: float | None = None, weight:
     return outcome
 
 
-def _multi_trial(config: ExperimentConfig, space: Any, strategy: Any, evaluator: Any, shape: tuple[int, ...],
+def _multi_trial(config: ExperimentConfig, space: Any, strategy: Any, evaluator: Any, splits: Any,
                  output: Path, progress: bool, *, target: float | None) -> tuple:
     """NNI multi-trial search; the most accurate architecture within ``target`` is retrained and returned."""
-    from nni_udc.data import load_dataset
     from nni_udc.evaluators.costs import total
     from nni_udc.evaluators.exact import model_specs
     from nni_udc.evaluators.training import train_classifier
     from nni_udc.strategies import UDC, run_multitrial
 
-    example = torch.zeros(1, *shape)
+    example = torch.zeros(1, *splits.input_shape)
     results = run_multitrial(space, evaluator, strategy, example_input=example, max_trials=config.strategy.max_trials,
                              workdir=output / "nni-experiments", progress=progress, costs=["params"])
     # Every cost of the target and the reference (largest float architecture), exactly as the one-shot search does.
     probe = UDC(cost=config.hardware.cost, hardware=config.hardware.target)
-    probe.prepare_cost(type(space)(**config.space.args), example)
-    reference = dict(probe._reference_costs)
+    probe.prepare_cost(space, example)  # the multi-trial search froze copies: the space is as built
+    reference = probe.reference_costs
 
     def costs_of(sample: dict[str, Any]) -> dict[str, float]:
         specs = model_specs(space.freeze(sample), example)
@@ -196,7 +194,6 @@ def _multi_trial(config: ExperimentConfig, space: Any, strategy: Any, evaluator:
                            f"(the cheapest is {cheapest:.3g}); raise search.target or strategy.max_trials")
     best, costs = max(fitting, key=lambda rc: rc[0].accuracy)
     model = space.freeze(best.sample)
-    splits = load_dataset(config.data.name, seed=config.data.seed)
     scores = train_classifier(model, splits, epochs=max(config.training.epochs, config.training.finetune_epochs),
                               learning_rate=config.training.learning_rate, batch_size=config.training.batch_size,
                               seed=config.seed)

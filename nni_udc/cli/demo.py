@@ -11,9 +11,7 @@ compressed size and BitOps are printed side by side.
 from __future__ import annotations
 
 import json
-import logging
 import time
-import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from nni_udc.data import load_digits_splits
 from nni_udc.evaluators import exact_costs
 from nni_udc.evaluators.lightning import classification_evaluator
 from nni_udc.evaluators.training import accuracy, train_classifier
+from nni_udc.experiment import quiet
 from nni_udc.spaces import DigitsSpace
 from nni_udc.strategies import UDC, TrialResult, run_multitrial
 
@@ -62,12 +61,6 @@ def _describe(sample: dict[str, Any]) -> str:
             f" | head w{sample['head_g0']}/{sample['head_g1']}")
 
 
-def _quiet() -> None:
-    warnings.filterwarnings("ignore")
-    for name in ("nni", "pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-
-
 def _one_shot(targets: list[float], epochs: int, finetune_epochs: int, seed: int, out: Path) -> list[TrialResult]:
     """One UDC search per memory target; returns the fine-tuned models' results (models attached)."""
     found = []
@@ -94,7 +87,7 @@ def run_demo(*, trials: int = 16, epochs: int = 12, strategy: str = "udc", targe
              verbose: bool = False) -> dict[str, Any]:
     """Run the demo search and print the table; returns what it wrote to ``out/results.json``."""
     if not verbose:
-        _quiet()
+        quiet()
     started = time.time()
     torch.manual_seed(seed)
     out = Path(out)

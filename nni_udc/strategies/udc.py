@@ -224,6 +224,11 @@ class UDC(DARTS):
             rule = LinearPenalty(weight=self.weight, reference=reference)
         self.penalty = _LivePenalty(self, profiler, ExpectedCost(profiler.expression), rule)
 
+    @property
+    def reference_costs(self) -> dict[str, float]:
+        """Every reported cost of the reference (largest, uncompressed) architecture; set by :meth:`prepare_cost`."""
+        return dict(self._reference_costs)
+
     def check_space(self, space: ModelSpace) -> None:
         """Raise ``ValueError`` if ``space`` lacks what this strategy searches (the presets override it)."""
         if not space.simplify():
@@ -332,5 +337,5 @@ class UDC(DARTS):
         specs = model_specs(model, self._example)
         costs = {name: float(total(specs, self.cost_table[name])) for name in self.report_costs}
         self.result = SearchResult(sample=sample, accuracy=accuracy, costs=costs,
-                                   reference_costs=dict(self._reference_costs), model=model)
+                                   reference_costs=self.reference_costs, model=model)
         _logger.info("UDC result: %s", self.result)
