@@ -87,11 +87,14 @@ def _storage(url: str, heartbeat_interval: int, grace_period: int) -> Any:
     raise AssertionError("unreachable")
 
 
-def open_study(*, storage: str, name: str, sampler: str = "tpe", seed: int = 0, variable: str = "target",
+def open_study(*, storage: str | None, name: str, sampler: str = "tpe", seed: int = 0, variable: str = "target",
                low: float, high: float, initial: int = 4, heartbeat_interval: int = 10,
                grace_period: int = 30) -> optuna.Study:
-    """Create the study, or load it to resume, and enqueue the initial log-spaced values (once)."""
-    backend = _storage(storage, heartbeat_interval, grace_period)
+    """Create the study, or load it to resume, and enqueue the initial log-spaced values (once).
+
+    ``storage=None`` keeps the study in memory.
+    """
+    backend = None if storage is None else _storage(storage, heartbeat_interval, grace_period)
     try:
         study = optuna.create_study(storage=backend, study_name=name, directions=list(DIRECTIONS),
                                     sampler=make_sampler(sampler, seed))

@@ -51,7 +51,7 @@ import optuna
 from nni.tuner import Tuner
 from optuna.trial import TrialState
 
-from nni_udc.pareto.study import DIRECTIONS, OBJECTIVES, initial_values, make_sampler, open_study, suggest
+from nni_udc.pareto.study import initial_values, open_study, suggest
 
 __all__ = ["VARIABLES", "OptunaTuner"]
 
@@ -109,23 +109,16 @@ class OptunaTuner(Tuner):
                              f"postgresql+psycopg2://USER@HOST/DB, journal:FILE) or null, but got {storage!r}")
         if not isinstance(study_name, str) or not study_name:
             raise ValueError(f"OptunaTuner: classArgs.study_name must be a non-empty string, but got {study_name!r}")
-        try:
-            sampler_obj = make_sampler(sampler, seed)
-        except ValueError as error:
-            raise ValueError(f"OptunaTuner: classArgs.sampler: {error}") from None
-
         self.low, self.high, self.variable, self.initial = low, high, variable, initial
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        with warnings.catch_warnings():  # set_metric_names and the heartbeat are "experimental" in Optuna
+        with warnings.catch_warnings():  # Optuna calls the heartbeat storage "experimental"
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            if storage is None:
-                self.study = optuna.create_study(directions=list(DIRECTIONS), sampler=sampler_obj,
-                                                 study_name=study_name)
-                self.study.set_metric_names(list(OBJECTIVES))
-            else:
+            try:
                 # initial=0: the initial values are enqueued on the first request, after a resume's import_data
                 self.study = open_study(storage=storage, name=study_name, sampler=sampler, seed=seed,
                                         variable=variable, low=low, high=high, initial=0)
+            except ValueError as error:  # an unknown sampler
+                raise ValueError(f"OptunaTuner: classArgs.sampler: {error}") from None
         self._enqueued = False
         self._open: dict[int, optuna.Trial] = {}  # NNI parameter id -> the Optuna trial it runs
 
