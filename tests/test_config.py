@@ -93,34 +93,31 @@ def test_each_malformed_file_has_its_own_message(tmp_path):
     assert len(messages) == len(MALFORMED)
 
 
-@pytest.mark.parametrize("command", ["search", "pareto"])
-@pytest.mark.parametrize("text, match", MALFORMED[:6])
-def test_cli_exits_2_with_one_line(tmp_path, capsys, command, text, match):
-    path = tmp_path / "bad.yaml"
+def _exit_2(path, text: str, capsys, command: str) -> str:
+    """Run ``nni-udc COMMAND path`` on a file holding ``text``; assert exit status 2; return stderr."""
     path.write_text(text)
     with pytest.raises(SystemExit) as exit_info:
         main([command, str(path)])
     assert exit_info.value.code == 2
-    err = capsys.readouterr().err
+    return capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["search", "pareto"])
+@pytest.mark.parametrize("text, match", MALFORMED[:6])
+def test_cli_exits_2_with_one_line(tmp_path, capsys, command, text, match):
+    path = tmp_path / "bad.yaml"
+    err = _exit_2(path, text, capsys, command)
     assert err.startswith(f"nni-udc {command}: error: {path}: ") and err.count("\n") == 1
 
 
 def test_pareto_refuses_a_multi_trial_strategy(tmp_path, capsys):
-    path = tmp_path / "evo.yaml"
-    path.write_text("space: digits\nstrategy: {name: random}\n")
-    with pytest.raises(SystemExit) as exit_info:
-        main(["pareto", str(path)])
-    assert exit_info.value.code == 2
-    assert "strategy.name: the outer loop varies the one-shot search's cost target" in capsys.readouterr().err
+    err = _exit_2(tmp_path / "evo.yaml", "space: digits\nstrategy: {name: random}\n", capsys, "pareto")
+    assert "strategy.name: the outer loop varies the one-shot search's cost target" in err
 
 
 def test_space_arguments_are_checked_when_the_search_starts(tmp_path, capsys):
-    path = tmp_path / "args.yaml"
-    path.write_text("space: {name: digits, args: {depth: 3}}\n")
-    with pytest.raises(SystemExit) as exit_info:
-        main(["search", str(path)])
-    assert exit_info.value.code == 2
-    assert "space.args: digits rejects {'depth': 3}" in capsys.readouterr().err
+    err = _exit_2(tmp_path / "args.yaml", "space: {name: digits, args: {depth: 3}}\n", capsys, "search")
+    assert "space.args: digits rejects {'depth': 3}" in err
 
 
 def test_the_installed_command_prints_no_traceback(tmp_path):

@@ -19,7 +19,9 @@ Bad arguments exit with status 2 and a one-line message, no traceback.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+from collections.abc import Callable
 
 __all__ = ["main"]
 
@@ -34,24 +36,21 @@ def _positive(text: str) -> int:
     return value
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be a number in (0, 1], but got {text!r}")
-    return value
+def _number(what: str, ok: Callable[[float], bool]) -> Callable[[str], float]:
+    """An argparse type: a float for which ``ok`` holds, else "must be WHAT, but got 'TEXT'"."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {what}, but got {text!r}")
+        return value
+    return parse
 
 
-def _nonnegative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, but got {text!r}")
-    return value
+_fraction = _number("a number in (0, 1]", lambda v: 0 < v <= 1)
+_nonnegative = _number("a number >= 0", lambda v: v >= 0)
 
 
 def _targets(text: str) -> tuple[float, ...]:
