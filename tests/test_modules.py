@@ -1,6 +1,7 @@
 """Compressible layers in ``nni_udc.nn``: gradients, exact sparsity, low-rank fidelity, freezing, validation."""
 from __future__ import annotations
 
+import math
 import re
 
 import nni
@@ -54,12 +55,12 @@ def _backprop(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def test_quant_conv_gradients_reach_weight_and_activation_clip():
     conv = QuantConv2d(2, 3, 3, padding=1, weight_bits=4, act_bits=4, sparsity=0.5, act_signed=False)
-    conv.act_quant.clip.data.fill_(0.5)
+    conv.act_quant.log_clip.data.fill_(math.log(0.5))
     conv.act_quant.initialized.fill_(True)
     x = (torch.randn(2, 2, 5, 5) * 2).requires_grad_()
     _backprop(conv, x)
     _assert_useful_grad(conv.weight.grad)
-    _assert_useful_grad(conv.act_quant.clip.grad)  # alpha learns through the clip
+    _assert_useful_grad(conv.act_quant.log_clip.grad)  # alpha learns through the clip
     _assert_useful_grad(x.grad)
     # pruned weights get no gradient, kept ones do
     pruned = conv.compressed_weight().detach() == 0
@@ -83,11 +84,25 @@ def test_activation_quantizer_initialises_clip_and_gets_gradient():
     x = torch.randn(4, 8)
     q(x)
     assert q.clip.item() == pytest.approx(x.abs().max().item())
-    q.clip.data.mul_(0.5)
+    q.log_clip.data.add_(math.log(0.5))
     x.requires_grad_()
     q(x).sum().backward()
-    _assert_useful_grad(q.clip.grad)
+    _assert_useful_grad(q.log_clip.grad)
     _assert_useful_grad(x.grad)
+
+
+def test_activation_clip_stays_positive_under_a_loss_that_pushes_it_down():
+    # Adam's fixed-size steps drove a plain clip parameter through zero (all activations then quantise to 0).
+    q = ActivationQuantizer(4, signed=False)
+    x = torch.rand(64, 8) * 3
+    q(x)
+    optimizer = torch.optim.Adam(q.parameters(), lr=0.1)
+    for _ in range(300):  # 300 steps of 0.1 would move a plain parameter by up to 30
+        optimizer.zero_grad()
+        q(x).sum().backward()  # every clipped value pushes the clip down
+        optimizer.step()
+    assert 0 < float(q.clip) < 0.1
+    assert q(x).max() > 0  # still a usable range: its values are not all quantised to 0
 
 
 def test_activation_quantizer_levels():

@@ -73,3 +73,14 @@ def test_linear_penalty_rejects_bad_values(kwargs, field, value):
 def test_target_penalty_rejects_bad_values(kwargs, field, value):
     with pytest.raises(ValueError, match=f"{field}.*{value}"):
         TargetPenalty(**kwargs)
+
+
+def test_target_penalty_weight_never_negative_and_never_rewards_cost():
+    penalty = TargetPenalty(0.5, 100.0, step_size=3.0)
+    generator = torch.Generator().manual_seed(0)
+    for cost in torch.rand(200, generator=generator) * 100:  # mostly under, sometimes over budget
+        cost = cost.clone().requires_grad_()
+        penalty(cost).backward()
+        assert cost.grad >= 0  # a higher cost is never rewarded
+        penalty.update(cost)
+        assert penalty.weight >= 0.0

@@ -80,7 +80,8 @@ def fake_quantize_activation(x: torch.Tensor, bits: int, alpha: torch.Tensor, *,
     """
     if bits >= FLOAT_BITS:
         return x
-    alpha = alpha.abs() + 1e-8
+    if not bool((alpha > 0).all()):
+        raise ValueError(f"the activation clip must be positive, but got {alpha.detach().tolist()!r}")
     if signed:
         levels = 2 ** (bits - 1) - 1
         y = torch.minimum(torch.maximum(x, -alpha), alpha)

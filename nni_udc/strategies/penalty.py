@@ -61,29 +61,28 @@ class TargetPenalty:
     accuracy is not traded away for nothing. The quadratic term damps the oscillation that plain dual
     ascent shows once softmax probabilities saturate.
 
-    With ``spend_budget=True`` the target is an equality: λ may turn negative, so a search that has come
-    in under budget is pushed back up to spend it on accuracy, and the result lands near the target
-    instead of anywhere below it (what a Pareto sweep over targets needs). The penalty is then the
-    augmented Lagrangian ``λ·g + ρ·g²/2``.
+    λ never goes below 0: a search under budget feels no push at all, and never a reward for spending more
+    (a negative λ turns the penalty into one, and pushed earlier searches toward float and 8-bit dense
+    options). The export then spends what is left of the budget on the most probable architecture.
 
     Args:
         target: the allowed cost as a fraction of ``reference`` (e.g. 0.25).
         reference: the cost that counts as 1.
         step_size: dual-ascent rate of λ.
-        weight: the starting λ.
-        spend_budget: treat the target as an equality rather than an upper bound.
+        weight: the starting λ (>= 0).
     """
 
     target: float
     reference: float
     step_size: float = 1.0
     weight: float = 0.0
-    spend_budget: bool = False
 
     def __post_init__(self) -> None:
         self.target = _check_positive("target", self.target)
         self.reference = _check_positive("reference", self.reference)
         self.step_size = _check_positive("step_size", self.step_size)
+        if not isinstance(self.weight, (int, float)) or isinstance(self.weight, bool) or not self.weight >= 0:
+            raise ValueError(f"weight must be a number >= 0, but got {self.weight!r}")
 
     def violation(self, cost: torch.Tensor) -> torch.Tensor:
         """How far the relative cost is above the target (negative below it)."""
@@ -91,12 +90,9 @@ class TargetPenalty:
 
     def __call__(self, cost: torch.Tensor) -> torch.Tensor:
         g = self.violation(cost)
-        if self.spend_budget:
-            return self.weight * g + self.step_size * g**2 / 2
         shifted = torch.clamp(self.weight + self.step_size * g, min=0.0)
         return (shifted**2 - self.weight**2) / (2 * self.step_size)
 
     def update(self, cost: torch.Tensor) -> None:
         """One dual-ascent step on λ from the current expected cost."""
-        weight = self.weight + self.step_size * float(self.violation(cost.detach()))
-        self.weight = weight if self.spend_budget else max(0.0, weight)
+        self.weight = max(0.0, self.weight + self.step_size * float(self.violation(cost.detach())))
