@@ -11,6 +11,7 @@ from nni_udc.strategies.penalty import LinearPenalty, TargetPenalty
 from nni_udc.strategies.presets import DASS, HALOC, ChannelMixedPrecision
 from nni_udc.strategies.supernet import MIXED_OPERATION_HOOKS
 from nni_udc.strategies.udc import UDC, SearchResult, reference_sample
+from nni_udc.strategies.uniform import uniform_grid
 
 __all__ = [
     "DASS",
@@ -25,4 +26,5 @@ __all__ = [
     "TrialResult",
     "reference_sample",
     "run_multitrial",
+    "uniform_grid",
 ]

@@ -1,0 +1,209 @@
+"""The uniform-compression baseline: every compressible layer of a space at the same compression.
+
+"Is the search worth it?" The yardstick is *uniform* compression: the same bit-width, sparsity (and rank,
+for low-rank layers) on every compressible layer, each model trained with the budget of one search.
+:func:`uniform_grid` lists those models for any ``ModelSpace``, as samples (label → value, every label of
+``space.simplify()`` set); :func:`nni_udc.experiment.run_baseline` trains them.
+
+The rule. Every label of the space falls into one *kind*; all labels of a kind take one value together:
+
+- **compression kinds**: labels that feed the same argument of nni-udc's compressible modules
+  (``weight_bits`` per layer, per-channel ``weight_bits`` — the ``{label}_g{i}`` groups of
+  :func:`~nni_udc.nn.channel_bits_choice` —, ``sparsity``, ``rank``, ``act_bits``; read from each module's
+  ``trace_kwargs``) *and* have the same candidate list. Every candidate is used, except 0 per-channel bits
+  (a removed channel is not compression of every layer).
+- **structural numeric kinds** (widths, depths, any other numeric label), one per candidate list: only the
+  smallest and the largest candidate.
+- **op kinds** (the labels of ``LayerChoice`` s), one per candidate list: the candidates that hold weights
+  (a module with parameters: dense, low-rank or sparse ops); parameter-free candidates (skip, pooling) are
+  not used. Any other non-numeric label varies over all of its candidates.
+
+For each combination of op values, a kind varies only when every one of its labels can matter under those
+ops; a kind with a label inside a candidate the ops did not choose holds its first value (first non-zero
+for per-channel bits), as do labels other than categorical or numerical choices (their default). Samples
+that freeze to the same architecture (the same values on every label that can matter) are kept once.
+
+``DigitsSpace`` (defaults): kinds bits ``{b_block, b_down}`` {2, 4, 8}, sparsity ``{s_block, s_down}``
+{0, 0.5, 0.75}, DASS sparsity ``{s_dass}`` {0.5, 0.75}, rank {2, 4, 8}, head bits ``{head_g0, head_g1}``
+{4, 8}, width {8, 24} (of 8, 16, 24) and op {conv, lowrank, sparse}:
+
+- op conv: bits 3 × sparsity 3 = 9 (rank and DASS sparsity sit in other candidates: held);
+- op lowrank: rank 3 (``b_block`` and ``s_block`` sit in the conv candidate, so their kinds hold 2 bits
+  and 0 sparsity, on ``b_down``/``s_down`` too);
+- op sparse: DASS sparsity 2;
+
+(9 + 3 + 2) × head bits 2 × width 2 = **56 models**. ``SparseCellSpace``: the eight edges share one
+candidate list (conv, sparse50, sparse90, skip, avgpool), so all edges take the same op among conv,
+sparse50 and sparse90: **3 models**.
+
+Example:
+    >>> from nni_udc.spaces import DigitsSpace, SparseCellSpace
+    >>> grid = uniform_grid(DigitsSpace())
+    >>> len(grid), grid[0]["op"], grid[0]["b_block"] == grid[0]["b_down"]
+    (56, 'conv', True)
+    >>> [s["cell0_node0_in0"] for s in uniform_grid(SparseCellSpace())]
+    ['conv', 'sparse50', 'sparse90']
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from nni.mutable import Categorical, Mutable, MutableList, Numerical
+from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableModule
+
+from nni_udc.nn import (
+    MutableLowRankConv2d,
+    MutableLowRankLinear,
+    MutableQuantConv2d,
+    MutableQuantLinear,
+    MutableSparseConv2d,
+    MutableSparseLinear,
+)
+
+__all__ = ["UniformKind", "uniform_grid", "uniform_kinds"]
+
+#: nni-udc's compressible modules and the arguments of theirs that are compression choices
+COMPRESSIBLE = (MutableQuantConv2d, MutableQuantLinear, MutableLowRankConv2d, MutableLowRankLinear,
+                MutableSparseConv2d, MutableSparseLinear)
+ARGUMENTS = ("weight_bits", "act_bits", "sparsity", "rank")
+
+
+@dataclass(frozen=True)
+class UniformKind:
+    """Labels that take one value together, and the values the grid gives them (the first one when held).
+
+    ``role`` is the argument they feed (``weight_bits``, ``channel_bits``, ``sparsity``, ``rank``,
+    ``act_bits``, joined by ``+`` when a label feeds several), ``structural``, ``op`` (a ``LayerChoice``),
+    ``choice`` (another non-numeric label) or ``fixed`` (held at its default).
+    """
+
+    role: str
+    labels: tuple[str, ...]
+    values: tuple[Any, ...]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _labels(value: Any) -> list[str]:
+    return list(value.simplify()) if isinstance(value, Mutable) else []
+
+
+def _roles(space: ModelSpace) -> dict[str, set[str]]:
+    """label → the compression arguments it feeds (``channel_bits`` for per-channel weight bits)."""
+    roles: dict[str, set[str]] = {}
+    for module in space.modules():
+        if not isinstance(module, COMPRESSIBLE):
+            continue
+        for arg in ARGUMENTS:
+            value = module.trace_kwargs.get(arg)
+            role = "channel_bits" if arg == "weight_bits" and isinstance(value, MutableList) else arg
+            for label in _labels(value):
+                roles.setdefault(label, set()).add(role)
+    return roles
+
+
+def _weighted(choice: LayerChoice) -> list[Any]:
+    """The candidates of a ``LayerChoice`` that hold weights."""
+    return [name for name in choice.names if next(choice[name].parameters(), None) is not None]
+
+
+def uniform_kinds(space: ModelSpace) -> list[UniformKind]:
+    """The kinds of ``space``'s labels, in the order of their first label in ``space.simplify()``.
+
+    Example:
+        >>> from nni_udc.spaces import DigitsSpace
+        >>> [(k.role, k.labels, k.values) for k in uniform_kinds(DigitsSpace())][:2]
+        [('structural', ('width',), (8, 24)), ('op', ('op',), ('conv', 'lowrank', 'sparse'))]
+    """
+    roles = _roles(space)
+    choices = {m.label: m for m in space.modules() if isinstance(m, LayerChoice)}
+    kinds: dict[tuple[str, tuple[Any, ...]], list[str]] = {}
+    values: dict[tuple[str, tuple[Any, ...]], tuple[Any, ...]] = {}
+    for label, mutable in space.simplify().items():
+        if isinstance(mutable, Categorical):
+            candidates = tuple(mutable.values)
+            if label in choices:
+                role = "op"
+                grid = tuple(_weighted(choices[label])) or candidates[:1]
+            elif label in roles:
+                role = "+".join(sorted(roles[label]))
+                grid = tuple(v for v in candidates if v != 0) if role == "channel_bits" else candidates
+            elif all(_is_number(v) for v in candidates):
+                role, grid = "structural", tuple(dict.fromkeys((min(candidates), max(candidates))))
+            else:
+                role, grid = "choice", candidates
+        elif isinstance(mutable, Numerical):
+            role, candidates = "structural", (mutable.low, mutable.high)
+            grid = tuple(dict.fromkeys(candidates))
+        else:  # e.g. an InputChoice of several inputs: not a compression, held where it is
+            role, candidates, grid = "fixed", (label,), (mutable.default(),)
+        key = (role, candidates)
+        kinds.setdefault(key, []).append(label)
+        values[key] = grid
+    return [UniformKind(role, tuple(labels), values[(role, candidates)])
+            for (role, candidates), labels in kinds.items()]
+
+
+def _owners(space: ModelSpace) -> dict[str, list[str]]:
+    """label → paths of the modules that hold it (a ``LayerChoice`` holds its own label)."""
+    owners: dict[str, list[str]] = {}
+    for path, module in space.named_modules():
+        if isinstance(module, MutableModule):
+            for mutable in module.mutables:
+                for label in _labels(mutable):
+                    owners.setdefault(label, []).append(path)
+    return owners
+
+
+def _active(space_choices: dict[str, tuple[str, LayerChoice]], owners: dict[str, list[str]],
+            sample: dict[str, Any]) -> set[str]:
+    """The labels that can matter under ``sample``'s ops: held by a module outside every unchosen candidate."""
+    unchosen = [f"{path}.{name}" for path, (label, choice) in space_choices.items()
+                for name in choice.names if name != sample[label]]
+
+    def live(path: str) -> bool:
+        return not any(path == u or path.startswith(u + ".") for u in unchosen)
+
+    return {label for label, paths in owners.items() if any(live(p) for p in paths)} | (set(sample) - set(owners))
+
+
+def _combinations(kinds: Sequence[UniformKind]) -> Iterator[dict[str, Any]]:
+    for values in itertools.product(*(k.values for k in kinds)):
+        yield {label: value for kind, value in zip(kinds, values) for label in kind.labels}
+
+
+def uniform_grid(space: ModelSpace) -> list[dict[str, Any]]:
+    """The uniform-compression models of ``space`` as samples for ``space.freeze`` (see the module's rule).
+
+    Example:
+        >>> from nni_udc.spaces import DigitsSpace
+        >>> grid = uniform_grid(DigitsSpace(widths=[8], weight_bits=[4], sparsity=[0.0, 0.5], head_bits=[8]))
+        >>> [(s["op"], s["b_down"], s["s_down"], s["rank"], s["s_dass"]) for s in grid]
+        [('conv', 4, 0.0, 2, 0.5), ('conv', 4, 0.5, 2, 0.5), ('lowrank', 4, 0.0, 2, 0.5), ('lowrank', 4, 0.0, 4, 0.5), ('lowrank', 4, 0.0, 8, 0.5), ('sparse', 4, 0.0, 2, 0.5), ('sparse', 4, 0.0, 2, 0.75)]
+    """
+    kinds = uniform_kinds(space)
+    ops = [k for k in kinds if k.role == "op"]
+    rest = [k for k in kinds if k.role != "op"]
+    owners = _owners(space)
+    space_choices = {path: (m.label, m) for path, m in space.named_modules() if isinstance(m, LayerChoice)}
+    first = {label: kind.values[0] for kind in rest for label in kind.labels}
+    labels = list(space.simplify())
+    grid: list[dict[str, Any]] = []
+    seen: set[tuple] = set()
+    for chosen in _combinations(ops):
+        active = _active(space_choices, owners, {**first, **chosen})
+        varying = [k for k in rest if all(label in active for label in k.labels)]
+        for values in _combinations(varying):
+            merged = {**first, **chosen, **values}
+            sample = {label: merged[label] for label in labels}
+            live = _active(space_choices, owners, sample)
+            key = tuple((label, repr(value)) for label, value in sample.items() if label in live)
+            if key not in seen:
+                seen.add(key)
+                grid.append(sample)
+    return grid
