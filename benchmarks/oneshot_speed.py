@@ -87,7 +87,7 @@ def bench_step(repeats: int) -> None:
     supernet = strategy.mutate_model(space)  # in place: weight-shared mixed ops with alphas as parameters
 
     def penalty() -> torch.Tensor:
-        return strategy.penalty.rule(strategy.penalty.expected(strategy.probabilities()))
+        return strategy.penalty.rule(strategy.penalty.expected(strategy.distribution.probabilities()))
 
     steps = [_step_fn(plain, x, y), _step_fn(supernet, x, y, penalty)]
     for step, _ in steps * 5:  # warm-up (also initialises the activation clips)
@@ -115,8 +115,8 @@ def bench_penalty(repeats: int) -> None:
     space = TwentyLayers()
     strategy.prepare_cost(space, torch.zeros(1, 3, 16, 16))
     strategy.mutate_model(space)
-    t = _time(lambda: strategy.penalty.rule(strategy.penalty.expected(strategy.probabilities())).backward(), repeats)
-    print(f"2. Penalty per step, 20-layer space ({len(strategy.probabilities())} labels), fwd+bwd, median of {repeats}:"
+    t = _time(lambda: strategy.penalty.rule(strategy.penalty.expected(strategy.distribution.probabilities())).backward(), repeats)
+    print(f"2. Penalty per step, 20-layer space ({len(strategy.distribution.probabilities())} labels), fwd+bwd, median of {repeats}:"
           f" {t * 1e3:.2f} ms  (goal < 5 ms)")
 
 
@@ -138,6 +138,7 @@ def bench_search(args: argparse.Namespace, workdir: Path) -> None:
     experiment = NasExperiment(DigitsSpace(), classification_evaluator("digits", **evaluator), strategy, config)
     experiment.run(debug=False)
     experiment.export_top_models(formatter="instance")
+    strategy.finetune()
     t_one = time.perf_counter() - start
     acc, bits = strategy.result.accuracy, strategy.result.costs["memory_bits"]
 

@@ -121,6 +121,7 @@ def _search(tmp_path, weight):
     experiment = NasExperiment(space, classification_evaluator("digits", epochs=2), strategy, config)
     experiment.run(debug=False)
     model = experiment.export_top_models(formatter="instance")[0]
+    strategy.finetune()
     return model, strategy
 
 

@@ -120,8 +120,12 @@ register_spec_builder(nn.Conv2d)(_conv)
 register_spec_builder(nn.Linear)(_linear)
 register_spec_builder(QuantConv2d)(lambda name, m, shape: _conv(name, m, shape, **_quantised(m)))
 register_spec_builder(QuantLinear)(lambda name, m, shape: _linear(name, m, shape, **_quantised(m)))
-register_spec_builder(SparseConv2d)(lambda name, m, shape: _conv(name, m, shape, sparsity=module_arg(m, "sparsity")))
-register_spec_builder(SparseLinear)(lambda name, m, shape: _linear(name, m, shape, sparsity=module_arg(m, "sparsity")))
+def _sparse(m: nn.Module) -> dict[str, Any]:
+    return {"sparsity": module_arg(m, "sparsity"), "weight_bits": module_arg(m, "weight_bits")}
+
+
+register_spec_builder(SparseConv2d)(lambda name, m, shape: _conv(name, m, shape, **_sparse(m)))
+register_spec_builder(SparseLinear)(lambda name, m, shape: _linear(name, m, shape, **_sparse(m)))
 
 
 def _lowrank_bias(m: nn.Module) -> bool:
@@ -132,18 +136,19 @@ def _lowrank_bias(m: nn.Module) -> bool:
 
 @register_spec_builder(LowRankConv2d)
 def _lowrank_conv(name: str, m: nn.Module, shape: Sequence[Any]) -> list[LayerSpec]:
-    rank, positions = module_arg(m, "rank"), _conv_positions(shape)
+    rank, positions, bits = module_arg(m, "rank"), _conv_positions(shape), module_arg(m, "weight_bits")
     first = LayerSpec(f"{name}.first", "conv", module_arg(m, "in_channels"), rank,
-                      kernel_size=_pair(module_arg(m, "kernel_size")), positions=positions)
+                      kernel_size=_pair(module_arg(m, "kernel_size")), positions=positions, weight_bits=bits)
     second = LayerSpec(f"{name}.second", "conv", rank, module_arg(m, "out_channels"),
-                       positions=positions, bias=_lowrank_bias(m))
+                       positions=positions, weight_bits=bits, bias=_lowrank_bias(m))
     return [first, second]
 
 
 @register_spec_builder(LowRankLinear)
 def _lowrank_linear(name: str, m: nn.Module, shape: Sequence[Any]) -> list[LayerSpec]:
-    rank, positions = module_arg(m, "rank"), _linear_positions(shape)
-    first = LayerSpec(f"{name}.first", "linear", module_arg(m, "in_features"), rank, positions=positions)
+    rank, positions, bits = module_arg(m, "rank"), _linear_positions(shape), module_arg(m, "weight_bits")
+    first = LayerSpec(f"{name}.first", "linear", module_arg(m, "in_features"), rank, positions=positions,
+                      weight_bits=bits)
     second = LayerSpec(f"{name}.second", "linear", rank, module_arg(m, "out_features"),
-                       positions=positions, bias=_lowrank_bias(m))
+                       positions=positions, weight_bits=bits, bias=_lowrank_bias(m))
     return [first, second]

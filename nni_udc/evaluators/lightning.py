@@ -8,7 +8,7 @@ from nni.nas.evaluator.pytorch import Classification, DataLoader
 
 from nni_udc.data.traced import BundledSplit
 
-__all__ = ["FreshTrainerClassification", "classification_evaluator"]
+__all__ = ["FreshTrainerClassification", "classification_evaluator", "data_loaders"]
 
 
 @nni.trace
@@ -25,18 +25,34 @@ class FreshTrainerClassification(Classification):
         return super().evaluate(model)
 
 
+def data_loaders(dataset: str = "digits", *, batch_size: int = 64, seed: int = 0) -> tuple[DataLoader, DataLoader]:
+    """NNI-traceable loaders of the whole train split (shuffled) and the validation split."""
+    return (DataLoader(BundledSplit(dataset, "train", seed=seed), batch_size=batch_size, shuffle=True),
+            DataLoader(BundledSplit(dataset, "val", seed=seed), batch_size=512))
+
+
 def classification_evaluator(dataset: str = "digits", *, epochs: int = 5, batch_size: int = 64,
                              learning_rate: float = 3e-3, weight_decay: float = 0.0, seed: int = 0,
-                             num_classes: int = 10, **trainer_kwargs: Any) -> FreshTrainerClassification:
+                             num_classes: int = 10, arch_split: float | None = None,
+                             **trainer_kwargs: Any) -> FreshTrainerClassification:
     """An evaluator that trains on the train split and reports validation accuracy, on the CPU, quietly.
+
+    ``arch_split`` (a fraction, e.g. 0.2) is for one-shot searches, which train the architecture on the
+    evaluator's validation loader: the train split is divided, weights train on ``1 - arch_split`` of it and
+    the architecture on the rest, and the real validation split stays unseen (see :func:`data_loaders`).
 
     Example:
         >>> evaluator = classification_evaluator("digits", epochs=1)
         >>> type(evaluator).__name__
         'FreshTrainerClassification'
     """
-    train = DataLoader(BundledSplit(dataset, "train", seed=seed), batch_size=batch_size, shuffle=True)
-    val = DataLoader(BundledSplit(dataset, "val", seed=seed), batch_size=512)
+    if arch_split is None:
+        train, val = data_loaders(dataset, batch_size=batch_size, seed=seed)
+    else:
+        train = DataLoader(BundledSplit(dataset, "train", part="weights", arch_fraction=arch_split, seed=seed),
+                           batch_size=batch_size, shuffle=True)
+        val = DataLoader(BundledSplit(dataset, "train", part="arch", arch_fraction=arch_split, seed=seed),
+                         batch_size=batch_size, shuffle=True)
     options: dict[str, Any] = dict(accelerator="cpu", enable_progress_bar=False, logger=False,
                                    enable_checkpointing=False, enable_model_summary=False)
     options.update(trainer_kwargs)

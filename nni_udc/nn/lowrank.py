@@ -2,6 +2,8 @@
 
 ``LowRankConv2d`` is a ``k×k`` conv to ``rank`` channels followed by a ``1×1`` conv to ``out_channels``.
 ``from_dense`` initialises both factors from the dense layer's SVD (best rank-r approximation).
+``weight_bits`` fake-quantises both factors (per output channel, as :class:`~nni_udc.nn.QuantConv2d`), so a
+low-rank layer is compressed like any other; 32 keeps them float.
 """
 from __future__ import annotations
 
@@ -9,8 +11,10 @@ import torch
 from nni.nas.nn.pytorch import ParametrizedModule
 from torch import nn
 
-from nni_udc.functional import factorize_conv2d, factorize_linear, max_rank
-from nni_udc.nn._checks import check_rank
+import torch.nn.functional as F
+
+from nni_udc.functional import factorize_conv2d, factorize_linear, fake_quantize_weight, max_rank
+from nni_udc.nn._checks import check_rank, check_weight_bits
 
 __all__ = ["LowRankConv2d", "LowRankLinear", "MutableLowRankConv2d", "MutableLowRankLinear"]
 
@@ -27,8 +31,9 @@ class LowRankConv2d(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 bias: bool = True, *, rank: int) -> None:
+                 bias: bool = True, *, rank: int, weight_bits: int = 32) -> None:
         super().__init__()
+        self.weight_bits = check_weight_bits(weight_bits)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size = nn.modules.utils._pair(kernel_size)
         self.stride, self.padding, self.dilation = stride, padding, dilation
@@ -57,10 +62,12 @@ class LowRankConv2d(nn.Module):
             self.second.bias.copy_(bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.second(self.first(x))
+        h = self.first._conv_forward(x, fake_quantize_weight(self.first.weight, self.weight_bits), None)
+        return self.second._conv_forward(h, fake_quantize_weight(self.second.weight, self.weight_bits), self.second.bias)
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, rank={self.rank}"
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, rank={self.rank}, "
+                f"weight_bits={self.weight_bits}")
 
 
 class LowRankLinear(nn.Module):
@@ -74,8 +81,9 @@ class LowRankLinear(nn.Module):
         True
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, rank: int) -> None:
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, rank: int, weight_bits: int = 32) -> None:
         super().__init__()
+        self.weight_bits = check_weight_bits(weight_bits)
         self.in_features, self.out_features = in_features, out_features
         self.rank = check_rank(rank, max_rank(out_features, in_features))
         self.first = nn.Linear(in_features, self.rank, bias=False)
@@ -98,10 +106,11 @@ class LowRankLinear(nn.Module):
             self.second.bias.copy_(bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.second(self.first(x))
+        h = F.linear(x, fake_quantize_weight(self.first.weight, self.weight_bits))
+        return F.linear(h, fake_quantize_weight(self.second.weight, self.weight_bits), self.second.bias)
 
     def extra_repr(self) -> str:
-        return f"{self.in_features}, {self.out_features}, rank={self.rank}"
+        return f"{self.in_features}, {self.out_features}, rank={self.rank}, weight_bits={self.weight_bits}"
 
 
 class MutableLowRankConv2d(ParametrizedModule, LowRankConv2d, wraps=LowRankConv2d):

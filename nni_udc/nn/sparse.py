@@ -2,6 +2,7 @@
 
 The mask keeps the weights with the largest ``|score|`` (exactly ``round(sparsity·n)`` zeros) and passes
 its gradient straight through to the scores, so the set of kept weights can change while training.
+``weight_bits`` fake-quantises the kept weights (per output channel); 32 keeps them float.
 """
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import torch.nn.functional as F
 from nni.nas.nn.pytorch import ParametrizedModule
 from torch import nn
 
-from nni_udc.functional import topk_mask_ste
-from nni_udc.nn._checks import check_sparsity
+from nni_udc.functional import fake_quantize_weight, topk_mask_ste
+from nni_udc.nn._checks import check_sparsity, check_weight_bits
 
 __all__ = ["MutableSparseConv2d", "MutableSparseLinear", "SparseConv2d", "SparseLinear"]
 
@@ -21,8 +22,9 @@ class _Scored:
     sparsity: float
     scores: nn.Parameter
 
-    def _setup_scores(self, sparsity: float) -> None:
+    def _setup_scores(self, sparsity: float, weight_bits: int) -> None:
         self.sparsity = check_sparsity(sparsity)
+        self.weight_bits = check_weight_bits(weight_bits)
         # Scores start at |w|: the first mask is the magnitude mask.
         self.scores = nn.Parameter(self.weight.detach().abs().clone())
 
@@ -30,7 +32,8 @@ class _Scored:
         return topk_mask_ste(self.scores, self.sparsity)
 
     def masked_weight(self) -> torch.Tensor:
-        return self.weight * self.mask()
+        """The masked, fake-quantised weight (what the hardware would store)."""
+        return fake_quantize_weight(self.weight * self.mask(), self.weight_bits)
 
 
 class SparseConv2d(_Scored, nn.Conv2d):
@@ -43,29 +46,31 @@ class SparseConv2d(_Scored, nn.Conv2d):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *, sparsity: float = 0.5) -> None:
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *, sparsity: float = 0.5,
+                 weight_bits: int = 32) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode)
-        self._setup_scores(sparsity)
+        self._setup_scores(sparsity, weight_bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv_forward(x, self.masked_weight(), self.bias)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, sparsity={self.sparsity}"
+        return f"{super().extra_repr()}, sparsity={self.sparsity}, weight_bits={self.weight_bits}"
 
 
 class SparseLinear(_Scored, nn.Linear):
     """``nn.Linear`` whose weight is masked to ``sparsity`` by learnable scores."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, sparsity: float = 0.5) -> None:
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, sparsity: float = 0.5,
+                 weight_bits: int = 32) -> None:
         super().__init__(in_features, out_features, bias)
-        self._setup_scores(sparsity)
+        self._setup_scores(sparsity, weight_bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.masked_weight(), self.bias)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, sparsity={self.sparsity}"
+        return f"{super().extra_repr()}, sparsity={self.sparsity}, weight_bits={self.weight_bits}"
 
 
 class MutableSparseConv2d(ParametrizedModule, SparseConv2d, wraps=SparseConv2d):

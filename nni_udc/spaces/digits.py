@@ -2,7 +2,8 @@
 
 Searchable: stem width (``MutableConv2d``), block operator (``LayerChoice`` of a quantised/sparse conv,
 a low-rank conv or a DASS sparse conv), weight bits and sparsity of each quantised layer, and per-channel
-bits of the classifier.
+bits of the classifier. The block's bit-width is one label shared by its three candidates, so every
+candidate op is quantised and the bits learn whichever op the search favours.
 """
 from __future__ import annotations
 
@@ -57,11 +58,13 @@ class DigitsSpace(ModelSpace, label_prefix=None):
         rank = rank_choice("rank", [r for r in (2, 4, 8) if r <= min(widths)], max_rank=min(widths))
         quant = dict(act_bits=act_bits, act_signed=False)  # inputs of these layers follow a ReLU
         self.stem = nn.Sequential(MutableConv2d(1, width, 3, padding=1), MutableBatchNorm2d(width), nn.ReLU())
+        block_bits = bits_choice("b_block", weight_bits)  # one label for every candidate: each op is quantised
         self.block = LayerChoice({
-            "conv": MutableQuantConv2d(width, width, 3, padding=1, weight_bits=bits_choice("b_block", weight_bits),
+            "conv": MutableQuantConv2d(width, width, 3, padding=1, weight_bits=block_bits,
                                        sparsity=sparsity_choice("s_block", sparsity), **quant),
-            "lowrank": MutableLowRankConv2d(width, width, 3, padding=1, rank=rank),
-            "sparse": MutableSparseConv2d(width, width, 3, padding=1, sparsity=sparsity_choice("s_dass", [0.5, 0.75])),
+            "lowrank": MutableLowRankConv2d(width, width, 3, padding=1, rank=rank, weight_bits=block_bits),
+            "sparse": MutableSparseConv2d(width, width, 3, padding=1, sparsity=sparsity_choice("s_dass", [0.5, 0.75]),
+                                          weight_bits=block_bits),
         }, label="op")
         self.block_act = nn.Sequential(MutableBatchNorm2d(width), nn.ReLU())
         self.down = MutableQuantConv2d(width, 32, 3, stride=2, padding=1, weight_bits=bits_choice("b_down", weight_bits),

@@ -36,7 +36,7 @@ import torch
 from nni.mutable import Categorical
 from nni.mutable.symbol import SymbolicExpression
 
-__all__ = ["ExpectedCost"]
+__all__ = ["ExpectedCost", "compile_expression"]
 
 Probs = Mapping[str, torch.Tensor]
 _Node = Callable[[Probs], Any]
@@ -51,8 +51,8 @@ def _labels(expr: SymbolicExpression) -> dict[str, Categorical]:
     return out
 
 
-def _evaluator(expr: Any) -> Callable[[Mapping[str, Any]], Any]:
-    """``expr`` flattened once into a list of steps, each computed once per sample even where the expression
+def compile_expression(expr: Any) -> Callable[[Mapping[str, Any]], Any]:
+    """A fast evaluator of an NNI expression under samples: ``expr`` flattened once into a list of steps, each computed once per sample even where the expression
     shares sub-expressions (interpolation tables do), so a grid is evaluated far faster than with ``freeze``."""
     order: list[Any] = []
     slot: dict[int, int] = {}
@@ -94,7 +94,7 @@ def _table(expr: SymbolicExpression, labels: dict[str, Categorical]) -> _Node:
     """Exact expectation of ``expr`` over the joint grid of its few labels."""
     names = list(labels)
     grid = list(itertools.product(*(labels[n].values for n in names)))
-    evaluate = _evaluator(expr)
+    evaluate = compile_expression(expr)
     values = torch.tensor([float(evaluate(dict(zip(names, combo)))) for combo in grid], dtype=torch.float64)
     shape = [len(labels[n].values) for n in names]
     values = values.reshape(shape)

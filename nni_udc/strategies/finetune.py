@@ -47,8 +47,12 @@ class _FineTune(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
 
 
-def finetune(model: nn.Module, evaluator: Any, *, epochs: int, learning_rate: float | None = None) -> float:
+def finetune(model: nn.Module, evaluator: Any, *, epochs: int, learning_rate: float | None = None,
+             train_dataloaders: Any = None, val_dataloaders: Any = None) -> float:
     """Train ``model`` for ``epochs`` on the evaluator's train loader; return its validation accuracy.
+
+    ``train_dataloaders`` / ``val_dataloaders`` replace the evaluator's (a search trains its architecture on
+    the evaluator's validation loader, so its fine-tune should report on data the search never saw).
 
     ``evaluator`` is an NNI Lightning evaluator such as ``Classification`` (its ``train_dataloaders``,
     ``val_dataloaders``, criterion, optimiser class, learning rate and weight decay are used, and its
@@ -64,6 +68,7 @@ def finetune(model: nn.Module, evaluator: Any, *, epochs: int, learning_rate: fl
     progress = bool(getattr(search_trainer, "progress_bar_callback", None))
     trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=logger, enable_checkpointing=False,
                          enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0)
-    trainer.fit(tuner, train_dataloaders=evaluator.train_dataloaders, val_dataloaders=evaluator.val_dataloaders)
+    trainer.fit(tuner, train_dataloaders=train_dataloaders if train_dataloaders is not None else evaluator.train_dataloaders,
+                val_dataloaders=val_dataloaders if val_dataloaders is not None else evaluator.val_dataloaders)
     model.eval()
     return float(tuner.correct / max(tuner.seen, 1))

@@ -255,6 +255,17 @@ class MixedCompressedOp(BaseSuperNetModule):
         return cls(module.trace_kwargs, memo, mutate_kwargs["softmax"])
 
     # ----- shared forward pieces ---------------------------------------------------------------------
+    def _quantize(self, w: torch.Tensor) -> torch.Tensor:
+        """``Σ_b p_b · Q_b(w)`` over the weight-bit candidates (per channel: p per output channel)."""
+        view = (-1,) + (1,) * (w.dim() - 1)
+        if "weight_bits" in self._channel:
+            values, p = self._channel_probs("weight_bits")
+            return sum(p[k].view(view) * fake_quantize_weight(w, b) for k, b in enumerate(values) if b > 0)
+        weights = self._weights("weight_bits")
+        if weights is None:
+            return fake_quantize_weight(w, self.op.weight_bits)
+        return sum(p * fake_quantize_weight(w, b) for b, p in weights)
+
     def _out_mask(self, y: torch.Tensor, name: str, dim: int) -> torch.Tensor:
         weights = self._weights(name)
         if weights is None:
@@ -307,16 +318,6 @@ class MixedQuant(MixedCompressedOp):
         mask = sum(p * (magnitude_mask(w, s) if s > 0 else torch.ones_like(w)) for s, p in weights)
         return w * mask
 
-    def _quantize(self, w: torch.Tensor) -> torch.Tensor:
-        view = (-1,) + (1,) * (w.dim() - 1)
-        if "weight_bits" in self._channel:
-            values, p = self._channel_probs("weight_bits")
-            return sum(p[k].view(view) * fake_quantize_weight(w, b) for k, b in enumerate(values) if b > 0)
-        weights = self._weights("weight_bits")
-        if weights is None:
-            return fake_quantize_weight(w, self.op.weight_bits)
-        return sum(p * fake_quantize_weight(w, b) for b, p in weights)
-
     def mixed_weight(self) -> torch.Tensor:
         w = self.op.weight
         keep = self._input_keep(w)
@@ -346,18 +347,19 @@ class MixedQuantLinear(MixedQuant):
 
 
 class MixedSparse(MixedCompressedOp):
-    """Mixed DASS :class:`~nni_udc.nn.SparseConv2d` / :class:`~nni_udc.nn.SparseLinear`: width and sparsity,
-    with nested top-k masks of one set of learnable scores."""
+    """Mixed DASS :class:`~nni_udc.nn.SparseConv2d` / :class:`~nni_udc.nn.SparseLinear`: width, sparsity
+    (nested top-k masks of one set of learnable scores) and weight bits."""
 
     structural = ("in_channels", "out_channels", "in_features", "out_features")
-    neutral = {"sparsity": 0.0}
+    neutral = {"sparsity": 0.0, "weight_bits": 32}
 
     def mixed_weight(self) -> torch.Tensor:
         weights = self._weights("sparsity")
         if weights is None:
-            return self.op.masked_weight()
-        scores = self.op.scores
-        return self.op.weight * sum(p * topk_mask_ste(scores, s) for s, p in weights)
+            masked = self.op.weight * self.op.mask()
+        else:
+            masked = self.op.weight * sum(p * topk_mask_ste(self.op.scores, s) for s, p in weights)
+        return self._quantize(masked)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.mixed_weight()
@@ -376,21 +378,25 @@ class MixedSparseLinear(MixedSparse):
 
 class MixedLowRank(MixedCompressedOp):
     """Mixed :class:`~nni_udc.nn.LowRankConv2d` / :class:`~nni_udc.nn.LowRankLinear`: every rank candidate is a
-    truncation of one max-rank factorisation (HALOC's rank as a choice, with shared factors)."""
+    truncation of one max-rank factorisation (HALOC's rank as a choice, with shared factors); weight bits
+    apply to both factors."""
 
     structural = ("in_channels", "out_channels", "in_features", "out_features", "rank")
-    neutral = {}
+    neutral = {"weight_bits": 32}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.op.first(x)
         conv = isinstance(self.op, LowRankConv2d)
+        first, second = self.op.first, self.op.second
+        wf, ws = self._quantize(first.weight), self._quantize(second.weight)
+        h = first._conv_forward(x, wf, None) if conv else F.linear(x, wf)
         weights = self._weights("rank")
         if weights is not None:
             dim = 1 if conv else -1
             shape = [1] * h.dim()
             shape[dim] = -1
             h = h * _prefix_mask(weights, h.shape[dim], h).view(shape)
-        return self._out_mask(self.op.second(h), "out_channels" if conv else "out_features", 1 if conv else -1)
+        y = second._conv_forward(h, ws, second.bias) if conv else F.linear(h, ws, second.bias)
+        return self._out_mask(y, "out_channels" if conv else "out_features", 1 if conv else -1)
 
 
 class MixedLowRankConv2d(MixedLowRank):

@@ -20,10 +20,9 @@ Example:
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,12 +42,13 @@ from nni_udc.evaluators.exact import model_specs
 from nni_udc.evaluators.nni_profiler import CostProfiler
 from nni_udc.evaluators.spec import LayerSpec
 from nni_udc.evaluators.targets import HardwareTarget, load_target
-from nni_udc.strategies.expected_cost import ExpectedCost
+from nni_udc.strategies.architecture import ArchitectureDistribution, conditional_labels, most_probable
+from nni_udc.strategies.expected_cost import ExpectedCost, compile_expression
 from nni_udc.strategies.finetune import finetune
 from nni_udc.strategies.penalty import LinearPenalty, TargetPenalty
 from nni_udc.strategies.supernet import MIXED_OPERATION_HOOKS, MixedCompressedOp
 
-__all__ = ["SearchResult", "UDC", "reference_sample"]
+__all__ = ["SearchResult", "SharpeningSoftmax", "UDC", "reference_sample"]
 
 _logger = logging.getLogger(__name__)
 
@@ -95,22 +95,34 @@ def _example_batch(evaluator: Any) -> torch.Tensor:
     return x[:1]
 
 
+class SharpeningSoftmax(GumbelSoftmax):
+    """``softmax(logits / tau)`` without noise; NNI's GumbelDARTS module anneals ``tau`` every epoch.
+
+    Annealing the temperature sharpens the distribution the supernet trains under, so at the end of the
+    search the most probable architecture and the expected cost that the penalty steered agree.
+    """
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(inputs / self.tau, dim=self.dim)
+
+
 class _LivePenalty(ExpectationProfilerPenalty):
     """The cost penalty on live architecture probabilities.
 
     NNI's DARTS module calls ``penalty(loss, export_probs())`` in every architecture step; ``export_probs``
-    holds floats, so this penalty ignores it and reads the tensors from the strategy instead. Subclassing
-    ``ExpectationProfilerPenalty`` is what NNI's DARTS module accepts (it asserts the type).
+    holds floats, so this penalty ignores them and reads the tensors of the :class:`ArchitectureDistribution`
+    it was given. Subclassing ``ExpectationProfilerPenalty`` is what NNI's DARTS module accepts (it asserts the type).
     """
 
-    def __init__(self, strategy: UDC, profiler: CostProfiler, expected: ExpectedCost, rule: LinearPenalty | TargetPenalty):
+    def __init__(self, profiler: CostProfiler, expected: ExpectedCost, rule: LinearPenalty | TargetPenalty,
+                 distribution: ArchitectureDistribution):
         super().__init__(profiler, baseline=rule.reference, scale=1.0)
-        self._strategy = [strategy]  # a list: not an nn.Module attribute, no cycle in module traversal
         self.expected = expected
         self.rule = rule
+        self.distribution = distribution
 
     def forward(self, loss: torch.Tensor, sample: Any = None) -> tuple[torch.Tensor, dict]:
-        cost = self.expected(self._strategy[0].probabilities())
+        cost = self.expected(self.distribution.probabilities())
         penalty = self.rule(cost)
         self.rule.update(cost)
         total = loss + penalty
@@ -130,8 +142,8 @@ class UDC(DARTS):
         hardware: a hardware target name (``'mpic'``), YAML path or :class:`~nni_udc.evaluators.targets.HardwareTarget`;
             its costs are optimised and reported next to the generic ones.
         weight: λ of the linear penalty ``λ · cost / reference`` (used when ``target`` is ``None``).
-        target: search for ``cost ≈ target · reference`` instead, adapting λ by dual ascent (``step_size``);
-            the exported architecture is then the most probable one found with ``cost <= target · reference``.
+        target: search for ``cost <= target · reference`` instead, adapting λ >= 0 by dual ascent
+            (``step_size``); the export is then the most probable architecture within that budget.
         step_size: dual-ascent rate of λ for ``target``.
         reference: the cost that counts as 1; default: the space's largest architecture, uncompressed
             (float weights and activations, dense), under ``cost``.
@@ -139,30 +151,37 @@ class UDC(DARTS):
         arc_learning_rate: learning rate of the architecture parameters (Adam, as NNI's DARTS). NNI's 3e-4
             suits searches of tens of thousands of steps; the default 1e-2 suits a few thousand, and a few
             hundred steps (the demo) need about 5e-2 for the probabilities to become decisive.
-        warmup_epochs: epochs that train weights only.
-        temperature: ``None`` for softmax relaxation (DARTS); a float or ``(start, end)`` for Gumbel-softmax
-            with linear annealing (GumbelDARTS).
-        finetune_epochs: epochs of quantisation-aware fine-tuning of the exported model.
+        warmup_epochs: epochs that train weights only, before the architecture parameters move.
+        temperature: ``None`` for plain softmax (DARTS); a float or ``(start, end)`` for a softmax
+            temperature annealed linearly over the search, which sharpens the distribution so that its
+            most probable architecture and its expected cost agree at the end.
+        gumbel: sample Gumbel-softmax at that temperature instead (GumbelDARTS).
+        candidates: with ``target``, this many most probable architectures within budget are scored by the
+            supernet's loss on the evaluator's validation (architecture) data; the best is exported.
+            1 exports the most probable one.
+        finetune_epochs: epochs of quantisation-aware fine-tuning in :meth:`finetune` (default of its ``epochs``).
         finetune_learning_rate: learning rate of the fine-tuning (default: the evaluator's).
         report_costs: names of the costs measured exactly on the final model (default: all generic costs
             and all of the hardware target's).
         seed: seeds architecture parameters and training, so two searches give the same architecture.
         mutation_hooks: extra hooks, run before nni-udc's and NNI's.
 
-    After ``NasExperiment(...).run()``, ``export_top_models(formatter='instance')`` returns the fine-tuned
-    compressed model and :attr:`result` holds its architecture, accuracy and exact costs. The penalty logs
-    ``penalty/task_loss``, ``penalty/expected_cost``, ``penalty/relative_cost`` and ``penalty/lambda``
-    through Lightning.
+    The evaluator's ``train_dataloaders`` train the weights and its ``val_dataloaders`` the architecture
+    (as in DARTS): keep a split that neither saw for choosing and reporting. After ``NasExperiment(...).run()``:
+    :meth:`export_result` (also what ``export_top_models`` calls) picks the architecture and measures its
+    exact costs, with the supernet's trained weights; :meth:`finetune` fine-tunes it with its compression
+    applied; :attr:`result` holds architecture, accuracy and costs. The penalty logs ``penalty/task_loss``,
+    ``penalty/expected_cost``, ``penalty/relative_cost`` and ``penalty/lambda`` through Lightning.
     """
 
     def __init__(self, *, cost: str | CostFn | None = None, hardware: str | HardwareTarget | None = None, weight: float = 1.0, target: float | None = None,
                  step_size: float = 1.0, reference: float | None = None, example_input: Any = None,
                  arc_learning_rate: float = 1e-2, warmup_epochs: int = 0,
-                 temperature: float | tuple[float, float] | None = None, finetune_epochs: int = 0,
-                 finetune_learning_rate: float | None = None,
+                 temperature: float | tuple[float, float] | None = None, gumbel: bool = False, candidates: int = 1,
+                 finetune_epochs: int = 0, finetune_learning_rate: float | None = None,
                  report_costs: Sequence[str] | None = None,
                  seed: int | None = None, mutation_hooks: list | None = None, **kwargs: Any) -> None:
-        hooks = list(mutation_hooks or []) + list(MIXED_OPERATION_HOOKS)
+        hooks = [self._keep_memo] + list(mutation_hooks or []) + list(MIXED_OPERATION_HOOKS)
         super().__init__(arc_learning_rate=arc_learning_rate, warmup_epochs=warmup_epochs,
                          mutation_hooks=hooks, **kwargs)
         self.hardware = load_target(hardware) if isinstance(hardware, str) else hardware
@@ -176,22 +195,29 @@ class UDC(DARTS):
         report_costs = list(self.cost_table) if report_costs is None else list(report_costs)
         if target is not None and not (isinstance(target, (int, float)) and target > 0):
             raise ValueError(f"target must be a positive fraction of the reference cost, but got {target!r}")
-        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
+        if not isinstance(weight, (int, float)) or isinstance(weight, bool) or not weight >= 0:
             raise ValueError(f"weight must be a number >= 0, but got {weight!r}")
+        if not isinstance(candidates, int) or isinstance(candidates, bool) or candidates < 1:
+            raise ValueError(f"candidates must be an integer >= 1, but got {candidates!r}")
         for name in report_costs:
             if name not in self.cost_table:
                 raise ValueError(f"report_costs: unknown cost {name!r}; known costs are {sorted(self.cost_table)}")
         self.weight, self.target, self.step_size, self.reference = weight, target, step_size, reference
         self.example_input = example_input
-        self.temperature = temperature
+        self.temperature, self.gumbel, self.candidates = temperature, gumbel, candidates
         self.finetune_epochs = finetune_epochs
         self.finetune_learning_rate = finetune_learning_rate
         self.report_costs = tuple(report_costs)
         self.seed = seed
-        self.result: SearchResult | None = None
+        # State, in the order the steps fill it: prepare_cost, mutate_model, export_result, finetune.
         self._example: Any = None
-        self._logits: dict[str, Any] = {}
-        self._choices: dict[str, Any] = {}
+        self._profiler: CostProfiler | None = None
+        self._rule: LinearPenalty | TargetPenalty | None = None
+        self._reference_costs: dict[str, float] | None = None
+        self._conditional: dict[str, tuple[str, Any]] = {}
+        self._memo: dict[str, Any] = {}
+        self.distribution: ArchitectureDistribution | None = None
+        self._result: SearchResult | None = None
         self._final: RawFormatModelSpace | None = None
 
     # ----- set-up ------------------------------------------------------------------------------------
@@ -203,139 +229,198 @@ class UDC(DARTS):
         return super()._initialize(model_space, engine)
 
     def prepare_cost(self, space: ModelSpace, example_input: Any) -> None:
-        """Build the cost expression, the reference and the penalty; call before :meth:`mutate_model`.
+        """Build the cost expression and the reference costs; call before :meth:`mutate_model`.
 
         ``NasExperiment`` does this for you; call it yourself to inspect a supernet without an experiment.
         """
         self.check_space(space)
         self._example = example_input
-        profiler = CostProfiler(space, example_input, self.cost)
+        self._profiler = CostProfiler(space, example_input, self.cost)
         ref_sample = reference_sample(space)
         reference = self.reference
         if reference is None:
             reference = float(CostProfiler(space, example_input, _uncompressed(self.cost)).profile(ref_sample))
         self._reference_costs = {name: float(CostProfiler(space, example_input, _uncompressed(self.cost_table[name])).profile(ref_sample))
                                  for name in self.report_costs}
-        rule: LinearPenalty | TargetPenalty
+        self._conditional = conditional_labels(space)
         if self.target is not None:
-            rule = TargetPenalty(target=self.target, reference=reference, step_size=self.step_size, weight=self.weight,
-                                 spend_budget=True)
+            self._rule = TargetPenalty(target=self.target, reference=reference, step_size=self.step_size, weight=self.weight)
         else:
-            rule = LinearPenalty(weight=self.weight, reference=reference)
-        self.penalty = _LivePenalty(self, profiler, ExpectedCost(profiler.expression), rule)
+            self._rule = LinearPenalty(weight=self.weight, reference=reference)
 
     @property
     def reference_costs(self) -> dict[str, float]:
-        """Every reported cost of the reference (largest, uncompressed) architecture; set by :meth:`prepare_cost`."""
+        """Every reported cost of the reference (largest, uncompressed) architecture."""
+        if self._reference_costs is None:
+            raise RuntimeError("UDC.reference_costs is not ready: run the experiment (or call prepare_cost) first")
         return dict(self._reference_costs)
+
+    @property
+    def result(self) -> SearchResult:
+        """What the search found (after :meth:`export_result`; ``accuracy`` after :meth:`finetune`)."""
+        if self._result is None:
+            raise RuntimeError("UDC.result is not ready: run the experiment, then call export_result() "
+                               "(export_top_models does)")
+        return self._result
 
     def check_space(self, space: ModelSpace) -> None:
         """Raise ``ValueError`` if ``space`` lacks what this strategy searches (the presets override it)."""
         if not space.simplify():
             raise ValueError(f"{type(space).__name__} has no choices: nothing to search")
 
+    def _temperatures(self) -> tuple[float, float] | None:
+        if self.temperature is None:
+            return None
+        t = self.temperature
+        return (float(t), float(t)) if isinstance(t, (int, float)) else (float(t[0]), float(t[1]))
+
     def configure_softmax(self) -> nn.Module:
-        return nn.Softmax(dim=-1) if self.temperature is None else GumbelSoftmax()
+        if self.temperature is None:
+            return nn.Softmax(dim=-1)
+        softmax = GumbelSoftmax() if self.gumbel else SharpeningSoftmax()
+        softmax.tau = self._temperatures()[0]
+        return softmax
 
     def configure_oneshot_module(self, training_module: Any) -> Any:
-        if self.temperature is None:
+        temperatures = self._temperatures()
+        if temperatures is None:
             return super().configure_oneshot_module(training_module)
-        start, end = (self.temperature, self.temperature) if isinstance(self.temperature, (int, float)) else self.temperature
         return GumbelDartsLightningModule(
-            training_module=training_module, temperature_scheduler=LinearTemperatureScheduler(float(start), float(end)),
+            training_module=training_module, temperature_scheduler=LinearTemperatureScheduler(*temperatures),
             arc_learning_rate=self.arc_learning_rate, gradient_clip_val=self.gradient_clip_val,
             log_prob_every_n_step=self.log_prob_every_n_step, warmup_epochs=self.warmup_epochs, penalty=self.penalty)
 
+    def _keep_memo(self, module: nn.Module, name: str, memo: dict[str, Any], mutate_kwargs: dict[str, Any]) -> None:
+        """A mutation hook that changes nothing: it keeps the memo of architecture parameters by label."""
+        self._memo = memo
+
     def mutate_model(self, model: Any) -> Any:
-        self._choices = model.simplify()
+        if self._profiler is None or self._rule is None:
+            raise RuntimeError("UDC.mutate_model needs prepare_cost(space, example_input) first")
+        choices = model.simplify()
         model = super().mutate_model(model)
-        # Where each label's live probabilities come from: our mixed ops own per-channel (bits × channels)
-        # parameters; every other label uses the alpha NNI's DARTS made for it (shared through the memo).
-        self._logits: dict[str, Any] = {label: (lambda a=alpha: a) for label, alpha in self._arch_parameters.items()}
+        # Where each label's live logits are: the alpha NNI's DARTS made for it (in the hooks' memo), or a
+        # column of one of our per-channel (bits × channels) parameters.
+        logits: dict[str, Any] = {label: (lambda a=self._memo[label]: a) for label in choices if label in self._memo}
         for module in model.modules():
             if isinstance(module, MixedCompressedOp):
                 for label in module.label_probabilities():
-                    self._logits[label] = (lambda m=module, lb=label: m.alpha_of(lb))
+                    logits[label] = (lambda m=module, lb=label: m.alpha_of(lb))
+        softmax = next((m for m in model.modules() if isinstance(m, GumbelSoftmax)), None)
+        temperature = (lambda: float(getattr(softmax, "tau", 1.0))) if softmax is not None else (lambda: 1.0)
+        self.distribution = ArchitectureDistribution(choices, logits, temperature)
+        self.penalty = _LivePenalty(self._profiler, ExpectedCost(self._profiler.expression), self._rule, self.distribution)
         return model
-
-    def logits(self, label: str) -> torch.Tensor:
-        """The live architecture parameters of ``label`` (a view into the optimised tensor)."""
-        return self._logits[label]()
-
-    def probabilities(self) -> dict[str, torch.Tensor]:
-        """``{label: softmax of its live architecture parameters}`` (with gradient), for every label.
-
-        Plain softmax also under Gumbel-softmax: the penalty is the expected cost of the distribution the
-        search learns, not of one noisy sample.
-        """
-        return {label: torch.softmax(self.logits(label), dim=-1) for label in self._logits}
-
-    @torch.no_grad()
-    def set_architecture(self, sample: Mapping[str, Any], *, confidence: float = 1e4) -> None:
-        """Set the architecture parameters so that their softmax selects ``sample`` (checks, warm starts)."""
-        choices = self._choices
-        for label, value in sample.items():
-            logits = self.logits(label)
-            logits.fill_(-confidence)
-            logits[choices[label].values.index(value)] = 0.0
-
-    def _fit_budget(self, sample: dict[str, Any]) -> dict[str, Any]:
-        """The most probable architecture near the argmax whose exact cost is within the target budget.
-
-        The search keeps the *expected* cost at the target, but the argmax of each label alone can land
-        well above or below it. Greedy single-label moves fix that: while over budget, take the move that
-        saves the most cost per unit of log-probability lost; then, while under budget, spend what is left
-        the same way (cost gained per log-probability lost) without crossing the budget.
-        """
-        profiler = self.penalty.profiler
-        budget = self.target * self.penalty.rule.reference
-        log_p = {label: torch.log(p.detach().double().clamp_min(1e-12)) for label, p in self.probabilities().items()}
-        choices = {label: c for label, c in self._choices.items() if label in log_p}
-
-        def moves(current: dict[str, Any], cost: float) -> Iterator[tuple[float, float, str, Any]]:
-            for label, choice in choices.items():
-                here = float(log_p[label][choice.values.index(current[label])])
-                for i, value in enumerate(choice.values):
-                    if value != current[label]:
-                        new_cost = float(profiler.profile({**current, label: value}))
-                        yield new_cost, float(log_p[label][i]) - here, label, value
-
-        current, cost = dict(sample), float(profiler.profile(sample))
-        while cost > budget:
-            options = [((cost - c) / max(-d, 1e-9), lb, v, c) for c, d, lb, v in moves(current, cost) if c < cost]
-            if not options:
-                _logger.warning("no architecture of the space fits the budget %.4g (cheapest found: %.4g)", budget, cost)
-                break
-            _, label, value, cost = max(options, key=lambda o: o[0])
-            current[label] = value
-        while True:
-            options = [((c - cost) / max(-d, 1e-9), lb, v, c) for c, d, lb, v in moves(current, cost) if cost < c <= budget]
-            if not options:
-                break
-            _, label, value, cost = max(options, key=lambda o: o[0])
-            current[label] = value
-        return current
 
     # ----- result ------------------------------------------------------------------------------------
     def list_models(self, sort: bool = True, limit: int | None = 1) -> Iterator[RawFormatModelSpace]:
-        """The exported architecture, fine-tuned (once) with its compression applied."""
-        if self.result is None:
-            self._finish()
+        """The exported architecture with the supernet's trained weights (see :meth:`export_result`)."""
+        if self._result is None:
+            self.export_result()
         yield self._final
 
-    def _finish(self) -> None:
-        self.oneshot_module.set_model(self.supernet)
-        sample = self.oneshot_module.export()  # argmax of every label
+    def export_result(self) -> SearchResult:
+        """Pick the architecture, freeze it with the supernet's weights and measure its exact costs (no training)."""
+        if self.distribution is None:
+            raise RuntimeError("UDC.export_result needs a finished search: run the experiment first")
+        sample = self.distribution.argmax()
         if self.target is not None:
-            sample = self._fit_budget(sample)
+            sample = self._within_budget(sample)
         self._final = self.model_space.freeze(sample)  # the supernet's freeze keeps the trained weights
-        model = self._final.executable_model()  # fine-tuned in place below
-        accuracy = None
-        if self.finetune_epochs > 0:
-            accuracy = finetune(model, self.model_space.evaluator, epochs=self.finetune_epochs,
-                                learning_rate=self.finetune_learning_rate)
+        model = self._final.executable_model()
         specs = model_specs(model, self._example)
         costs = {name: float(total(specs, self.cost_table[name])) for name in self.report_costs}
-        self.result = SearchResult(sample=sample, accuracy=accuracy, costs=costs,
-                                   reference_costs=self.reference_costs, model=model)
-        _logger.info("UDC result: %s", self.result)
+        self._result = SearchResult(sample=sample, accuracy=None, costs=costs,
+                                    reference_costs=self.reference_costs, model=model)
+        _logger.info("UDC result: %s", self._result)
+        return self._result
+
+    def finetune(self, *, epochs: int | None = None, train_dataloaders: Any = None, val_dataloaders: Any = None) -> float:
+        """Fine-tune the exported model with its compression applied; set and return ``result.accuracy``.
+
+        Defaults: ``finetune_epochs`` and the evaluator's loaders. Give the train loader of *all* training
+        data and a validation loader the search never trained on, so the accuracy is an honest estimate.
+        """
+        result = self._result or self.export_result()
+        evaluator = self.model_space.evaluator
+        result.accuracy = finetune(result.model, evaluator, epochs=self.finetune_epochs if epochs is None else epochs,
+                                   learning_rate=self.finetune_learning_rate,
+                                   train_dataloaders=train_dataloaders, val_dataloaders=val_dataloaders)
+        return result.accuracy
+
+    def _within_budget(self, argmax: dict[str, Any]) -> dict[str, Any]:
+        """The most probable architectures with exact cost within the target; the best by supernet loss.
+
+        The search steered the *expected* cost; the most probable single architecture can land above or
+        below it. Architectures are listed in decreasing joint probability, the first ``candidates`` within
+        budget are scored on validation batches by the supernet, and the lowest loss wins.
+        """
+        profiler = self._profiler
+        budget = self.target * self._rule.reference
+        cost = _compiled_cost(profiler.expression)
+        found = most_probable(self.distribution, cost, budget=budget, k=self.candidates, active=self._conditional)
+        if not found:
+            _logger.warning("no architecture among the most probable fits the budget %.4g; exporting the cheapest "
+                            "move away from the most probable one", budget)
+            return _cheapest_descent(argmax, self.distribution, cost, budget)
+        if len(found) == 1:
+            return found[0][1]
+        losses = [self._supernet_loss(sample) for _, sample in found]
+        _logger.info("within-budget candidates: %s", [(round(lp, 3), round(loss, 4)) for (lp, _), loss in zip(found, losses)])
+        return found[min(range(len(found)), key=losses.__getitem__)][1]
+
+    @torch.no_grad()
+    def _supernet_loss(self, sample: Mapping[str, Any], batches: int = 8) -> float:
+        """The supernet's loss with the architecture set to ``sample``, on a few validation batches.
+
+        Batch-norm uses batch statistics (training mode), as weight-sharing searches score subnets;
+        running statistics and architecture parameters are restored afterwards.
+        """
+        supernet, evaluator = self.supernet, self.model_space.evaluator
+        criterion = getattr(evaluator.module, "criterion", nn.CrossEntropyLoss())
+        buffers = {k: v.clone() for k, v in supernet.state_dict().items() if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+        alphas = self.distribution.state()
+        was_training = supernet.training
+        try:
+            self.distribution.set(sample)
+            supernet.train()
+            total_loss, count = 0.0, 0
+            for i, (x, y) in enumerate(evaluator.val_dataloaders):
+                if i >= batches:
+                    break
+                total_loss += float(criterion(supernet(x), y)) * len(y)
+                count += len(y)
+        finally:
+            self.distribution.restore(alphas)
+            supernet.load_state_dict(buffers, strict=False)
+            supernet.train(was_training)
+        return total_loss / max(count, 1)
+
+
+def _compiled_cost(expression: Any) -> Callable[[Mapping[str, Any]], float]:
+    evaluate = compile_expression(expression)
+    return lambda sample: float(evaluate(sample))
+
+
+def _cheapest_descent(sample: dict[str, Any], distribution: ArchitectureDistribution,
+                      cost: Callable[[Mapping[str, Any]], float], budget: float) -> dict[str, Any]:
+    """Fallback when no probable architecture fits: single-label moves, the most cost saved per log-probability
+    lost first, until within budget or nothing is cheaper."""
+    log_p = distribution.log_probabilities()
+    current, now = dict(sample), cost(sample)
+    while now > budget:
+        best = None
+        for label, choice in distribution.choices.items():
+            here = float(log_p[label][choice.values.index(current[label])])
+            for i, value in enumerate(choice.values):
+                c = cost({**current, label: value})
+                if c < now:
+                    rate = (now - c) / max(here - float(log_p[label][i]), 1e-9)
+                    if best is None or rate > best[0]:
+                        best = (rate, label, value, c)
+        if best is None:
+            _logger.warning("no architecture of the space fits the budget %.4g (cheapest found: %.4g)", budget, now)
+            break
+        _, label, value, now = best
+        current[label] = value
+    return current

@@ -1,0 +1,179 @@
+"""The live architecture distribution of a one-shot supernet, and the most probable architectures within a budget.
+
+:class:`ArchitectureDistribution` is built by :meth:`~nni_udc.strategies.UDC.mutate_model` from the
+architecture parameters it finds in the supernet and is handed to the cost penalty: whoever needs the
+live probabilities holds this object, nobody calls back into the strategy.
+
+:func:`most_probable` lists architectures in decreasing joint probability (labels are independent, so the
+joint log-probability is a sum) and keeps those that a cost function accepts: the export of a budgeted
+search is the most probable architecture within budget, not an argmax moved around by cost alone.
+
+Example:
+    >>> import torch
+    >>> from nni.mutable import Categorical
+    >>> choices = {'b': Categorical([2, 8], label='b'), 's': Categorical([0.0, 0.5], label='s')}
+    >>> alpha = {'b': torch.tensor([0.0, 2.0]), 's': torch.tensor([1.0, 0.0])}
+    >>> dist = ArchitectureDistribution(choices, {k: (lambda a=a: a) for k, a in alpha.items()})
+    >>> dist.argmax()
+    {'b': 8, 's': 0.0}
+    >>> cost = lambda sample: sample['b'] * (1 - sample['s'])
+    >>> [sample for _, sample in most_probable(dist, cost, budget=4, k=2)]
+    [{'b': 8, 's': 0.5}, {'b': 2, 's': 0.0}]
+"""
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import torch
+from nni.mutable import Categorical
+from nni.nas.nn.pytorch import LayerChoice, MutableModule
+from torch import nn
+
+__all__ = ["ArchitectureDistribution", "conditional_labels", "most_probable", "ranked_samples"]
+
+
+class ArchitectureDistribution:
+    """Independent categorical distributions, one per label, read from live architecture parameters.
+
+    Args:
+        choices: ``{label: Categorical}`` of the space.
+        logits: ``{label: () -> tensor}``, each returning that label's live logits (a view into the
+            optimised parameter, so gradients flow).
+        temperature: ``() -> float``, the current softmax temperature (annealed during the search); the
+            probabilities are ``softmax(logits / temperature)``.
+    """
+
+    def __init__(self, choices: Mapping[str, Categorical], logits: Mapping[str, Callable[[], torch.Tensor]],
+                 temperature: Callable[[], float] = lambda: 1.0) -> None:
+        missing = sorted(set(choices) - set(logits))
+        if missing:
+            raise KeyError(f"no architecture parameters for labels {missing}")
+        self.choices = {label: choices[label] for label in logits if label in choices}
+        self._logits = dict(logits)
+        self._temperature = temperature
+
+    @property
+    def temperature(self) -> float:
+        return float(self._temperature())
+
+    def logits(self, label: str) -> torch.Tensor:
+        """The live logits of ``label`` (with gradient)."""
+        return self._logits[label]()
+
+    def probabilities(self) -> dict[str, torch.Tensor]:
+        """``{label: softmax(logits / temperature)}`` with gradient, for every label."""
+        t = self.temperature
+        return {label: torch.softmax(self.logits(label) / t, dim=-1) for label in self._logits}
+
+    def log_probabilities(self) -> dict[str, torch.Tensor]:
+        """Detached float64 log-probabilities (for ranking architectures)."""
+        t = self.temperature
+        return {label: torch.log_softmax(self.logits(label).detach().double() / t, dim=-1) for label in self._logits}
+
+    def argmax(self) -> dict[str, Any]:
+        """The most probable value of every label."""
+        return {label: self.choices[label].values[int(torch.argmax(self.logits(label)))] for label in self.choices}
+
+    @torch.no_grad()
+    def set(self, sample: Mapping[str, Any], *, confidence: float = 1e4) -> None:
+        """Set the parameters so that the distribution selects ``sample`` (checks, warm starts, scoring)."""
+        for label, value in sample.items():
+            logits = self.logits(label)
+            logits.fill_(-confidence)
+            logits[self.choices[label].values.index(value)] = 0.0
+
+    @torch.no_grad()
+    def state(self) -> dict[str, torch.Tensor]:
+        """A copy of every label's logits (restore it with :meth:`restore`)."""
+        return {label: self.logits(label).detach().clone() for label in self._logits}
+
+    @torch.no_grad()
+    def restore(self, state: Mapping[str, torch.Tensor]) -> None:
+        for label, value in state.items():
+            self.logits(label).copy_(value)
+
+
+def ranked_samples(log_probs: Mapping[str, torch.Tensor], choices: Mapping[str, Categorical]
+                   ) -> Iterator[tuple[float, dict[str, Any]]]:
+    """Every joint sample in decreasing joint log-probability, lazily (best-first over the rank lattice).
+
+    Each label's values are sorted by probability; a state is one rank per label. The best state is
+    all zeros and every state's successors raise one rank by one, so a heap yields states in order.
+    """
+    labels = list(log_probs)
+    order = {lb: torch.argsort(log_probs[lb], descending=True).tolist() for lb in labels}
+    sorted_lp = {lb: [float(log_probs[lb][i]) for i in order[lb]] for lb in labels}
+
+    def score(state: tuple[int, ...]) -> float:
+        return sum(sorted_lp[lb][r] for lb, r in zip(labels, state))
+
+    start = (0,) * len(labels)
+    heap = [(-score(start), start)]
+    seen = {start}
+    while heap:
+        neg, state = heapq.heappop(heap)
+        yield -neg, {lb: choices[lb].values[order[lb][r]] for lb, r in zip(labels, state)}
+        for i, lb in enumerate(labels):
+            if state[i] + 1 < len(order[lb]):
+                nxt = state[:i] + (state[i] + 1,) + state[i + 1:]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    heapq.heappush(heap, (-score(nxt), nxt))
+
+
+def most_probable(distribution: ArchitectureDistribution, cost: Callable[[Mapping[str, Any]], float], *,
+                  budget: float, k: int = 1, active: Mapping[str, tuple[str, Any]] | None = None,
+                  max_visits: int = 20000) -> list[tuple[float, dict[str, Any]]]:
+    """Up to ``k`` most probable architectures with ``cost(sample) <= budget``, as ``(log-probability, sample)``.
+
+    ``active`` (see :func:`conditional_labels`) says which labels only matter under one candidate of a
+    ``LayerChoice``: samples that differ only in unused labels are one architecture, kept once (the
+    most probable). Stops after ``max_visits`` samples; an empty list means nothing within budget was visited.
+    """
+    active = active or {}
+    out: list[tuple[float, dict[str, Any]]] = []
+    seen: set[tuple] = set()
+    for visits, (log_p, sample) in enumerate(ranked_samples(distribution.log_probabilities(), distribution.choices)):
+        if visits >= max_visits or len(out) >= k:
+            break
+        key = tuple((lb, v) for lb, v in sample.items() if lb not in active or sample[active[lb][0]] == active[lb][1])
+        if key in seen:
+            continue
+        seen.add(key)
+        if cost(sample) <= budget:
+            out.append((log_p, sample))
+    return out
+
+
+def conditional_labels(space: nn.Module) -> dict[str, tuple[str, Any]]:
+    """``{label: (choice label, candidate)}`` for labels used only inside one candidate of a ``LayerChoice``.
+
+    A label that appears under several candidates (or outside any choice) is always used and not listed.
+    """
+    inside: dict[str, set[tuple[str, Any]]] = {}
+    outside: set[str] = set()
+    choices = [m for m in space.modules() if isinstance(m, LayerChoice)]
+    nested = {id(c) for choice in choices for name in choice.names for c in choice[name].modules()}
+    for choice in choices:
+        for name in choice.names:
+            for label in _labels_of(choice[name]):
+                inside.setdefault(label, set()).add((choice.label, name))
+    for module in space.modules():
+        if isinstance(module, MutableModule) and not isinstance(module, LayerChoice) and id(module) not in nested:
+            outside.update(_own_labels(module))
+    return {label: next(iter(where)) for label, where in inside.items() if len(where) == 1 and label not in outside}
+
+
+def _own_labels(module: nn.Module) -> set[str]:
+    """Labels of a mutable module's own arguments (not of its children)."""
+    return {label for mutable in getattr(module, "mutables", []) for label in mutable.simplify()}
+
+
+def _labels_of(module: nn.Module) -> set[str]:
+    out: set[str] = set()
+    for m in module.modules():
+        if isinstance(m, MutableModule):
+            out.update(_own_labels(m))
+    return out
