@@ -1,7 +1,7 @@
 """YAML experiment files, validated into dataclasses.
 
-One file describes one search (``nni-udc search``) and the outer loop that repeats it over cost targets
-(``nni-udc pareto``). Every section and field is optional except ``space``; the defaults run the UDC
+One file describes one search (``nni-udc search``), the outer loop that repeats it over cost targets
+(``nni-udc pareto``) and the uniform-compression baseline it is compared with (``nni-udc baseline``). Every section and field is optional except ``space``; the defaults run the UDC
 one-shot search on the digits space and data set. A wrong file gives a :class:`ConfigError` that names
 the file, the field, the bad value and what is allowed.
 
@@ -14,7 +14,7 @@ Example file (``examples/udc-digits.yaml``)::
     strategy: {name: udc, arc_learning_rate: 0.05}
     hardware: {target: generic, cost: memory_bits}
     search: {target: 0.06}                       # one search: cost <= 6% of the float model's
-    pareto: {trials: 6, low: 0.02, high: 0.3, sampler: tpe}
+    pareto: {trials: 6, low: 0.02, high: 0.3, sampler: tpe, baseline: true}
     output: runs/udc-digits
 
 Example:
@@ -36,8 +36,10 @@ from typing import Any
 import yaml
 
 __all__ = [
+    "BASELINE",
     "ONE_SHOT",
     "MULTI_TRIAL",
+    "STRATEGIES",
     "SAMPLERS",
     "ConfigError",
     "ExperimentConfig",
@@ -48,6 +50,9 @@ __all__ = [
 #: one-shot strategies (the UDC presets) and NNI's multi-trial strategies, by their YAML names
 ONE_SHOT = ("udc", "haloc", "channel-mixed-precision", "dass")
 MULTI_TRIAL = ("regularized-evolution", "random", "tpe", "grid-search")
+#: the uniform-compression baseline grid (trains every model of it; see nni_udc.strategies.uniform)
+BASELINE = ("uniform",)
+STRATEGIES = ONE_SHOT + MULTI_TRIAL + BASELINE
 #: Optuna samplers of the outer loop
 SAMPLERS = ("tpe", "gp", "random", "qmc", "nsga2")
 DATASETS = ("digits", "mnist1d")
@@ -80,7 +85,7 @@ class TrainingConfig:
 
 @dataclass
 class StrategyConfig:
-    """A one-shot preset and its knobs, or an NNI multi-trial strategy and its arguments."""
+    """A one-shot preset and its knobs, an NNI multi-trial strategy and its arguments, or the uniform baseline."""
 
     name: str = "udc"
     arc_learning_rate: float = 0.05
@@ -93,6 +98,14 @@ class StrategyConfig:
     @property
     def one_shot(self) -> bool:
         return self.name in ONE_SHOT
+
+    @property
+    def multi_trial(self) -> bool:
+        return self.name in MULTI_TRIAL
+
+    @property
+    def baseline(self) -> bool:
+        return self.name in BASELINE
 
 
 @dataclass
@@ -125,6 +138,7 @@ class ParetoConfig:
     reference_point: tuple[float, float] = (0.0, 1.0)  # (accuracy, relative cost) for the hypervolume
     heartbeat_interval: int = 10
     grace_period: int = 30
+    baseline: bool = True  # train (or reuse) the uniform baseline after the loop and compare
 
 
 @dataclass
@@ -171,6 +185,12 @@ class _Section:
             self.fail(key, value, "a non-empty string")
         if choices is not None and value not in choices:
             self.fail(key, value, f"one of {', '.join(choices)}")
+        return value
+
+    def bool(self, key: str, default: bool) -> bool:
+        value = self.data.get(key, default)
+        if not isinstance(value, bool):
+            self.fail(key, value, "true or false")
         return value
 
     def int(self, key: str, default: int, minimum: int = 1) -> int:
@@ -243,9 +263,11 @@ def parse_config(data: Any, path: str | Path, *, base: Path | None = None) -> Ex
         temperature = tuple(float(v) for v in temperature)
     else:
         temperature = st.number("temperature", None, optional=True)
-    strategy = StrategyConfig(st.str("name", "udc", ONE_SHOT + MULTI_TRIAL), st.number("arc_learning_rate", 0.05),
+    strategy = StrategyConfig(st.str("name", "udc", STRATEGIES), st.number("arc_learning_rate", 0.05),
                               st.int("warmup_epochs", 0, minimum=0), temperature, st.number("step_size", 1.0),
                               st.int("max_trials", 16), st.mapping("args"))
+    if strategy.baseline and strategy.args:
+        st.fail("args", strategy.args, f"empty: {strategy.name} takes no arguments (the grid follows from the space)")
 
     h = _Section(path, "hardware", top.data.get("hardware"), _names(HardwareConfig))
     hardware = HardwareConfig(h.str("target", "generic"), h.str("cost", None))
@@ -266,7 +288,7 @@ def parse_config(data: Any, path: str | Path, *, base: Path | None = None) -> Ex
         initial=p.int("initial", 4, minimum=0), sampler=p.str("sampler", "tpe", SAMPLERS),
         storage=p.str("storage", None), study_name=p.str("study_name", None), seed=p.int("seed", seed, minimum=0),
         reference_point=_reference_point(p), heartbeat_interval=p.int("heartbeat_interval", 10),
-        grace_period=p.int("grace_period", 30))
+        grace_period=p.int("grace_period", 30), baseline=p.bool("baseline", True))
     if pareto.low >= pareto.high:
         p.fail("low", pareto.low, f"smaller than pareto.high ({pareto.high:g})")
     if pareto.grace_period <= pareto.heartbeat_interval:

@@ -1,4 +1,5 @@
-"""Run what an experiment file describes: one search (``nni-udc search``) and its pieces.
+"""Run what an experiment file describes: one search (``nni-udc search``), the outer loop (``nni-udc pareto``)
+and the uniform-compression baseline (``nni-udc baseline``).
 
 :func:`run_search` builds the space, evaluator and strategy of an :class:`~nni_udc.config.ExperimentConfig`,
 runs a real ``NasExperiment``, and writes into its output directory:
@@ -11,27 +12,41 @@ runs a real ``NasExperiment``, and writes into its output directory:
 One-shot strategies (the UDC presets) take a cost ``target`` (fraction of the reference) or a penalty
 ``weight``; NNI's multi-trial strategies train ``strategy.max_trials`` architectures and keep the most
 accurate one within the target (then train it with the fine-tuning recipe).
+
+:func:`run_baseline` trains every model of the space's uniform grid (:func:`~nni_udc.strategies.uniform_grid`)
+from scratch with the budget of one search and writes ``baseline.csv`` and ``baseline.json``;
+:func:`run_pareto` runs it after the outer loop and compares the two fronts.
 """
 from __future__ import annotations
 
+import copy
+import fcntl
 import json
 import logging
+import multiprocessing
 import os
 import socket
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from nni_udc.config import ConfigError, ExperimentConfig
+from nni_udc.config import ONE_SHOT, ConfigError, ExperimentConfig
+from nni_udc.pareto import Comparison, Point
 
-__all__ = ["ParetoOutcome", "SearchOutcome", "build_strategy", "quiet", "run_pareto", "run_search", "study_points"]
+__all__ = ["BaselineOutcome", "ParetoOutcome", "SearchOutcome", "build_strategy", "quiet", "resolve_budget",
+           "run_baseline", "run_pareto", "run_search", "study_points"]
 
 _PRESETS = {"udc": "UDC", "haloc": "HALOC", "channel-mixed-precision": "ChannelMixedPrecision", "dass": "DASS"}
+#: fraction of the train split on which a one-shot search trains its architecture parameters
+ARCH_SPLIT = 0.2
 _MULTI_TRIAL = {"regularized-evolution": "RegularizedEvolution", "random": "Random", "tpe": "TPE",
                 "grid-search": "GridSearch"}
 
@@ -90,6 +105,25 @@ def _space(config: ExperimentConfig, data_shape: tuple[int, ...]) -> Any:
     return space
 
 
+def resolve_budget(config: ExperimentConfig, *, target: float | None = None,
+                   weight: float | None = None) -> tuple[float | None, float | None]:
+    """The cost ``target`` and penalty ``weight`` one search uses: the arguments, else the file's ``search``.
+
+    One-shot: a ``weight`` alone replaces the file's target (λ-only search). Multi-trial strategies use the
+    target only (the most accurate architecture within it); their weight is ``None``.
+
+    Example:
+        >>> from nni_udc.config import parse_config
+        >>> config = parse_config({"space": "digits", "search": {"target": 0.06}}, "inline")
+        >>> resolve_budget(config), resolve_budget(config, weight=2.0)
+        ((0.06, 0.0), (None, 2.0))
+    """
+    if not config.strategy.one_shot:
+        return (target if target is not None else config.search.target), None
+    resolved = config.search.target if target is None and weight is None else target
+    return resolved, (config.search.weight if weight is None else weight)
+
+
 def build_strategy(config: ExperimentConfig, *, target: float | None = None, weight: float | None = None) -> Any:
     """The strategy of ``config``; ``target``/``weight`` override the file's ``search`` section (one-shot only)."""
     import nni.nas.strategy as nni_strategies
@@ -97,11 +131,14 @@ def build_strategy(config: ExperimentConfig, *, target: float | None = None, wei
     import nni_udc.strategies as ours
 
     s, t = config.strategy, config.training
+    if s.baseline:
+        raise ConfigError(f"{config.path}: strategy.name: {s.name!r} trains the uniform grid, not one search: run it "
+                          f"with run_baseline ('nni-udc baseline'); one search takes one of "
+                          f"{', '.join(ONE_SHOT + tuple(_MULTI_TRIAL))}")
     try:
         if not s.one_shot:
             return getattr(nni_strategies, _MULTI_TRIAL[s.name])(**s.args)
-        target = config.search.target if target is None and weight is None else target
-        weight = config.search.weight if weight is None else weight
+        target, weight = resolve_budget(config, target=target, weight=weight)
         return getattr(ours, _PRESETS[s.name])(
             cost=config.hardware.cost, hardware=config.hardware.target, target=target, weight=weight,
             step_size=s.step_size, arc_learning_rate=s.arc_learning_rate, warmup_epochs=s.warmup_epochs,
@@ -112,6 +149,8 @@ def build_strategy(config: ExperimentConfig, *, target: float | None = None, wei
 
 
 def _evaluator(config: ExperimentConfig, output: Path, *, progress: bool, logger: bool) -> Any:
+    """The search's evaluator; a one-shot search trains its architecture on a part of the train split
+    (``ARCH_SPLIT``), so the validation split that chooses and reports stays unseen."""
     from pytorch_lightning.loggers import TensorBoardLogger
 
     from nni_udc.evaluators.lightning import classification_evaluator
@@ -119,7 +158,15 @@ def _evaluator(config: ExperimentConfig, output: Path, *, progress: bool, logger
     tb = TensorBoardLogger(str(output), name="tensorboard", version="") if logger else False
     return classification_evaluator(config.data.name, epochs=config.training.epochs,
                                     batch_size=config.training.batch_size, learning_rate=config.training.learning_rate,
-                                    seed=config.data.seed, logger=tb, enable_progress_bar=progress)
+                                    seed=config.data.seed, logger=tb, enable_progress_bar=progress,
+                                    arch_split=ARCH_SPLIT if config.strategy.one_shot else None)
+
+
+def _finetune_loaders(config: ExperimentConfig) -> dict[str, Any]:
+    from nni_udc.evaluators.lightning import data_loaders
+
+    train, val = data_loaders(config.data.name, batch_size=config.training.batch_size, seed=config.data.seed)
+    return {"train_dataloaders": train, "val_dataloaders": val}
 
 
 def run_search(config: ExperimentConfig, *, target: float | None = None, weight: float | None = None,
@@ -138,13 +185,14 @@ def run_search(config: ExperimentConfig, *, target: float | None = None, weight:
     from nni_udc.data import load_dataset
     from nni_udc.evaluators.training import accuracy
 
+    strategy = build_strategy(config, target=target, weight=weight)  # first: a wrong file fails before any work
+    target, weight = resolve_budget(config, target=target, weight=weight)
     output = Path(output if output is not None else config.output)
     output.mkdir(parents=True, exist_ok=True)
     started = time.time()
     torch.manual_seed(config.seed)
     splits = load_dataset(config.data.name, seed=config.data.seed)
     space = _space(config, splits.input_shape)
-    strategy = build_strategy(config, target=target, weight=weight)
     evaluator = _evaluator(config, output, progress=progress, logger=logger)
     if config.strategy.one_shot:
         nni_config = NasExperimentConfig("sequential", "raw")
@@ -152,40 +200,51 @@ def run_search(config: ExperimentConfig, *, target: float | None = None, weight:
         experiment = NasExperiment(space, evaluator, strategy, nni_config)
         experiment.run(debug=False)
         model = experiment.export_top_models(formatter="instance")[0]
+        if config.training.finetune_epochs > 0:  # on all training data; reported on the unseen validation split
+            strategy.finetune(**_finetune_loaders(config))
         result = strategy.result
         sample, costs, reference = result.sample, result.costs, result.reference_costs
-        val = result.accuracy if result.accuracy is not None else accuracy(model, splits.val)
+        val = accuracy(model, splits.val)
     else:
         model, sample, costs, reference, val = _multi_trial(config, space, strategy, evaluator, splits, output, progress,
-                                                            target=target if target is not None else config.search.target)
+                                                            target=target)
     outcome = SearchOutcome(sample=sample, accuracy=float(val), test_accuracy=accuracy(model, splits.test),
                             costs=dict(costs), reference_costs=dict(reference), cost=config.hardware.cost or "",
                             seconds=time.time() - started, model=model)
-    _write(outcome, output, config, target=target, weight=weight)
+    _write(outcome, output, config, target=target, weight=weight)  # what the search used, file or arguments
     return outcome
 
 
-def _multi_trial(config: ExperimentConfig, space: Any, strategy: Any, evaluator: Any, splits: Any,
-                 output: Path, progress: bool, *, target: float | None) -> tuple:
-    """NNI multi-trial search; the most accurate architecture within ``target`` is retrained and returned."""
+def _cost_probe(config: ExperimentConfig, space: Any, example: torch.Tensor
+                ) -> tuple[str, dict[str, float], Callable[[dict[str, Any]], dict[str, float]]]:
+    """The optimised cost's name, every reported cost of the reference (largest float architecture) and a
+    function giving every reported cost of a sample, measured exactly as the one-shot search does."""
     from nni_udc.evaluators.costs import total
     from nni_udc.evaluators.exact import model_specs
-    from nni_udc.evaluators.training import train_classifier
-    from nni_udc.strategies import UDC, run_multitrial
+    from nni_udc.strategies import UDC
 
-    example = torch.zeros(1, *splits.input_shape)
-    results = run_multitrial(space, evaluator, strategy, example_input=example, max_trials=config.strategy.max_trials,
-                             workdir=output / "nni-experiments", progress=progress, costs=["params"])
-    # Every cost of the target and the reference (largest float architecture), exactly as the one-shot search does.
     probe = UDC(cost=config.hardware.cost, hardware=config.hardware.target)
-    probe.prepare_cost(space, example)  # the multi-trial search froze copies: the space is as built
-    reference = probe.reference_costs
+    # On a copy: profiling runs the space forward in training mode, which would move its BatchNorm statistics
+    # and activation clips, and models frozen from the space afterwards would start from them.
+    probe.prepare_cost(copy.deepcopy(space), example)
 
     def costs_of(sample: dict[str, Any]) -> dict[str, float]:
         specs = model_specs(space.freeze(sample), example)
         return {name: float(total(specs, probe.cost_table[name])) for name in probe.report_costs}
 
-    cost = config.hardware.cost or probe.cost_name
+    return config.hardware.cost or probe.cost_name, probe.reference_costs, costs_of
+
+
+def _multi_trial(config: ExperimentConfig, space: Any, strategy: Any, evaluator: Any, splits: Any,
+                 output: Path, progress: bool, *, target: float | None) -> tuple:
+    """NNI multi-trial search; the most accurate architecture within ``target`` is retrained and returned."""
+    from nni_udc.evaluators.training import train_classifier
+    from nni_udc.strategies import run_multitrial
+
+    example = torch.zeros(1, *splits.input_shape)
+    results = run_multitrial(space, evaluator, strategy, example_input=example, max_trials=config.strategy.max_trials,
+                             workdir=output / "nni-experiments", progress=progress, costs=["params"])
+    cost, reference, costs_of = _cost_probe(config, space, example)
     measured = [(r, costs_of(r.sample)) for r in results]
     fitting = [(r, c) for r, c in measured if target is None or c[cost] <= target * reference[cost]]
     if not fitting:
@@ -208,16 +267,180 @@ def _write(outcome: SearchOutcome, output: Path, config: ExperimentConfig, **set
     (output / "report.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
+# ----- the uniform baseline ----------------------------------------------------------------------------------
+
+@dataclass
+class BaselineOutcome:
+    """The uniform grid's models in grid order (``number`` = place in the grid), how many this run trained,
+    its wall time, and the files written."""
+
+    points: list[Point]
+    cost: str
+    trained: int
+    seconds: float
+    files: dict[str, Path]
+
+
+def _baseline_settings(config: ExperimentConfig) -> dict[str, Any]:
+    """What decides a baseline model's numbers: a file trained otherwise is not reused."""
+    t = config.training
+    settings = {"space": {"name": config.space.name, "args": config.space.args},
+                "data": {"name": config.data.name, "seed": config.data.seed}, "epochs": t.epochs + t.finetune_epochs,
+                "learning_rate": t.learning_rate, "batch_size": t.batch_size, "seed": config.seed,
+                "hardware": config.hardware.target, "cost": config.hardware.cost}
+    return json.loads(json.dumps(settings))  # as the file holds them (tuples become lists)
+
+
+class _Trainer:
+    """Trains one grid model from scratch the same way wherever it runs: the space built and the model frozen
+    under the experiment's seed, one torch thread (results then do not depend on the number of processes)."""
+
+    def __init__(self, config: ExperimentConfig) -> None:
+        from nni_udc.data import load_dataset
+
+        self.config = config
+        self.splits = load_dataset(config.data.name, seed=config.data.seed)
+        torch.manual_seed(config.seed)  # plain modules of a space keep their initial weights when frozen
+        self.space = _space(config, self.splits.input_shape)
+
+    def __call__(self, sample: dict[str, Any]) -> tuple[float, float, float]:
+        """Validation accuracy, test accuracy and seconds of the model ``sample`` trained for one search's epochs."""
+        from nni_udc.evaluators.training import train_classifier
+
+        started, threads = time.time(), torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            torch.manual_seed(self.config.seed)
+            t = self.config.training
+            scores = train_classifier(self.space.freeze(sample), self.splits, epochs=t.epochs + t.finetune_epochs,
+                                      learning_rate=t.learning_rate, batch_size=t.batch_size, seed=self.config.seed)
+        finally:
+            torch.set_num_threads(threads)
+        return scores["val"], scores["test"], time.time() - started
+
+
+_WORKER: _Trainer | None = None
+_WORTH_A_POOL = 8  # models left to train from which worker processes pay for their start
+
+
+def _start_worker(config: ExperimentConfig) -> None:
+    global _WORKER
+    warnings.filterwarnings("ignore")
+    _WORKER = _Trainer(config)
+
+
+def _train_in_worker(sample: dict[str, Any]) -> tuple[float, float, float]:
+    if _WORKER is None:
+        raise RuntimeError("a baseline worker process runs _start_worker first")
+    return _WORKER(sample)
+
+
+def _results(trainer: _Trainer, config: ExperimentConfig, todo: list[tuple[int, dict[str, Any]]],
+             workers: int) -> Iterator[tuple[int, tuple[float, float, float]]]:
+    """(grid index, trainer's result) of every model of ``todo``, as each finishes."""
+    if workers <= 1 or len(todo) <= 1:
+        for index, sample in todo:
+            yield index, trainer(sample)
+        return
+    context = multiprocessing.get_context("spawn")  # no fork of a process whose torch threads already run
+    with ProcessPoolExecutor(min(workers, len(todo)), mp_context=context, initializer=_start_worker,
+                             initargs=(config,)) as pool:
+        futures = {pool.submit(_train_in_worker, sample): index for index, sample in todo}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path``: workers of one study that share the output train the baseline once."""
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def run_baseline(config: ExperimentConfig, *, output: str | Path | None = None, progress: bool = True,
+                 workers: int | None = None) -> BaselineOutcome:
+    """Train every model of the space's uniform grid; write ``baseline.csv`` and ``baseline.json`` to ``output``.
+
+    Each model (:func:`~nni_udc.strategies.uniform_grid`) is trained from scratch with
+    :func:`~nni_udc.evaluators.training.train_classifier` for the epochs of one search (``training.epochs +
+    training.finetune_epochs``) with its learning rate, batch size and seed; quantisation and masks act from
+    the first step (the frozen modules compress in their forward pass). Costs are measured as the searches
+    measure theirs. Resumable: models already in ``baseline.json`` are kept, and the files are rewritten after
+    each model. ``workers`` processes train models side by side (default: 2 where there are 2 cores and at least
+    8 models to train, else this process); every model trains on one thread, so the numbers do not depend on it.
+
+    Example:
+        >>> from nni_udc.config import parse_config
+        >>> config = parse_config({"space": "digits", "strategy": {"name": "uniform"}}, "inline")
+        >>> outcome = run_baseline(config, output="runs/doc-baseline")    # doctest: +SKIP
+        >>> len(outcome.points)                                           # doctest: +SKIP
+        96
+    """
+    from tqdm import tqdm
+
+    from nni_udc.pareto import read_baseline, write_baseline
+    from nni_udc.pareto.baseline import BASELINE_JSON
+    from nni_udc.strategies import uniform_grid
+
+    output = Path(output if output is not None else config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    settings = _baseline_settings(config)
+    started = time.time()
+    with _locked(output / "baseline.lock"):
+        trainer = _Trainer(config)
+        grid = uniform_grid(trainer.space)
+        cost, reference, costs_of = _cost_probe(config, trainer.space, torch.zeros(1, *trainer.splits.input_shape))
+        keys = [json.dumps(sample, sort_keys=True) for sample in grid]
+        done: dict[int, Point] = {}
+        if (output / BASELINE_JSON).is_file():
+            saved = read_baseline(output / BASELINE_JSON)
+            for name, value in settings.items():
+                if saved["settings"].get(name) != value:
+                    raise ConfigError(f"{output / BASELINE_JSON}: settings.{name}: its models were trained with "
+                                      f"{saved['settings'].get(name)!r}, but {config.path} gives {value!r}; remove "
+                                      f"the baseline files or write elsewhere (--out)")
+            by_key = {json.dumps(p.architecture, sort_keys=True): p for p in saved["points"]}
+            done = {i: replace(by_key[k], number=i) for i, k in enumerate(keys) if k in by_key}
+        files = {"csv": output / "baseline.csv", "json": output / BASELINE_JSON}
+        todo = [(i, sample) for i, sample in enumerate(grid) if i not in done]
+        if workers is None:  # starting a process costs seconds: worth it for the grids of real experiments
+            workers = min(2, os.cpu_count() or 1) if len(todo) >= _WORTH_A_POOL else 1
+        bar = tqdm(total=len(grid), initial=len(done), desc="uniform baseline", unit="model", disable=not progress)
+        try:
+            for index, (val, test, seconds) in _results(trainer, config, todo, workers):
+                costs = costs_of(grid[index])
+                done[index] = Point(number=index, accuracy=val, relative_cost=costs[cost] / reference[cost],
+                                    test_accuracy=test, costs=costs, architecture=grid[index], seconds=seconds)
+                files["csv"], files["json"] = write_baseline(list(done.values()), output, cost=cost,
+                                                             reference_costs=reference, settings=settings)
+                bar.update(1)
+        finally:
+            bar.close()
+    return BaselineOutcome([done[i] for i in sorted(done)], cost, len(todo), time.time() - started, files)
+
+
 # ----- the outer loop ----------------------------------------------------------------------------------------
 
 @dataclass
 class ParetoOutcome:
-    """The study's finished searches, its front (cheapest first), hypervolume and the files written."""
+    """The study's finished searches, its front (cheapest first), hypervolume and the files written; with
+    ``pareto.baseline``, the uniform baseline and its comparison with the searches."""
 
-    points: list[Any]
-    front: list[Any]
+    points: list[Point]
+    front: list[Point]
     hypervolume: float
     files: dict[str, Path]
+    baseline: BaselineOutcome | None = None
+    comparison: Comparison | None = None
 
 
 def storage_url(config: ExperimentConfig) -> str:
@@ -227,9 +450,9 @@ def storage_url(config: ExperimentConfig) -> str:
     return f"sqlite:///{(config.output / 'study.db').resolve()}"
 
 
-def study_points(study: Any) -> list[Any]:
+def study_points(study: Any) -> list[Point]:
     """Every completed trial of a study as a front :class:`~nni_udc.pareto.Point`."""
-    from nni_udc.pareto import Point, finished
+    from nni_udc.pareto import finished
 
     points = []
     for t in finished(study):
@@ -237,7 +460,7 @@ def study_points(study: Any) -> list[Any]:
         points.append(Point(number=t.number, accuracy=t.values[0], relative_cost=t.values[1],
                             value=next(iter(t.params.values()), None), test_accuracy=attrs.get("test_accuracy"),
                             costs=attrs.get("costs", {}), architecture=attrs.get("architecture", {}),
-                            output=attrs.get("output", "")))
+                            output=attrs.get("output", ""), seconds=attrs.get("seconds")))
     return points
 
 
@@ -246,7 +469,9 @@ def run_pareto(config: ExperimentConfig, *, progress: bool = True, inner_progres
 
     Each trial runs :func:`run_search` with one cost target (or λ) into ``output/trials/NNN/`` and stores the
     architecture, accuracies and every reported cost as trial attributes. The loop ends when the study has
-    ``pareto.trials`` completed trials, whichever worker completed them.
+    ``pareto.trials`` completed trials, whichever worker completed them. Then, with ``pareto.baseline``, it
+    runs (or reuses) :func:`run_baseline` into the same directory, draws it beside the searches and compares
+    the two by test accuracy (:func:`~nni_udc.pareto.compare`).
     """
     import optuna
     from optuna.study import MaxTrialsCallback
@@ -254,13 +479,13 @@ def run_pareto(config: ExperimentConfig, *, progress: bool = True, inner_progres
     from tqdm import tqdm
 
     from nni_udc.pareto.study import enough
-    from nni_udc.pareto import finished, hypervolume, non_dominated, open_study, plot_front, suggest
+    from nni_udc.pareto import compare, finished, hypervolume, non_dominated, open_study, plot_front, suggest
     from nni_udc.pareto import write_front
 
     if not config.strategy.one_shot:
         raise ConfigError(f"{config.path}: strategy.name: the outer loop varies the one-shot search's cost target; "
-                          f"it must be one of udc, haloc, channel-mixed-precision, dass, but got "
-                          f"{config.strategy.name!r} (use 'nni-udc search' for multi-trial strategies)")
+                          f"it must be one of {', '.join(ONE_SHOT)}, but got {config.strategy.name!r} (use "
+                          f"'nni-udc search' for multi-trial strategies, 'nni-udc baseline' for the uniform grid)")
     p = config.pareto
     config.output.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -305,9 +530,15 @@ def run_pareto(config: ExperimentConfig, *, progress: bool = True, inner_progres
     front = non_dominated(points)
     hv = hypervolume(points, p.reference_point)
     csv_path, json_path = write_front(front, config.output, cost=config.hardware.cost or "", hv=hv,
-                                      reference=p.reference_point, variable=p.variable)
+                                      reference=p.reference_point, variable=p.variable, points=points)
     files = {"csv": csv_path, "json": json_path}
+    baseline = run_baseline(config, progress=progress) if p.baseline else None
+    comparison = None
+    if baseline is not None:
+        files.update({f"baseline_{kind}": path for kind, path in baseline.files.items()})
+        comparison = compare(baseline.points, points, reference=p.reference_point)
     if points:
         files["png"], files["html"] = plot_front(points, config.output, cost=config.hardware.cost or "",
-                                                 title=f"{config.name}: {len(front)} of {len(points)} searches on the front")
-    return ParetoOutcome(points, front, hv, files)
+                                                 title=f"{config.name}: {len(front)} of {len(points)} searches on the front",
+                                                 baseline=baseline.points if baseline is not None else ())
+    return ParetoOutcome(points, front, hv, files, baseline, comparison)

@@ -33,7 +33,7 @@ MALFORMED = [
     (GOOD.replace("epochs: 2", "epochs: two"), r"training\.epochs: must be an integer >= 1, but got 'two'"),
     (GOOD.replace("name: udc", "name: darts"),
      r"strategy\.name: must be one of udc, haloc, channel-mixed-precision, dass, regularized-evolution, random, "
-     r"tpe, grid-search, but got 'darts'"),
+     r"tpe, grid-search, uniform, but got 'darts'"),
     (GOOD.replace("target: generic", "target: ethos-u99"), r"hardware\.target: unknown hardware target 'ethos-u99'; known targets:"),
     (GOOD.replace("cost: memory_bits", "cost: joules"),
      r"hardware\.cost: must be one of bitops, macs, memory_bits, params \(the costs of target 'generic'\), but got 'joules'"),
@@ -47,6 +47,7 @@ MALFORMED = [
     (GOOD.replace("trials: 3", "trials: 3, reference_point: [1.5, 1]"),
      r"pareto\.reference_point: must be \[accuracy, relative cost\]"),
     (GOOD.replace("strategy: {name: udc}", "strategy: udc"), r"strategy: must be a mapping, but got 'udc'"),
+    (GOOD.replace("trials: 3", "trials: 3, baseline: 1"), r"pareto\.baseline: must be true or false, but got 1"),
 ]
 
 

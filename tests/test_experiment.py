@@ -41,6 +41,14 @@ def test_one_shot_search_writes_model_architecture_report_and_logs(tmp_path, cap
     assert "found: val acc" in capsys.readouterr().out
 
 
+def test_the_report_records_the_budget_read_from_the_file(tmp_path):
+    path = _write(tmp_path, "{name: udc, arc_learning_rate: 0.05}")
+    assert main(["search", path]) == 0  # no --target: the file's search.target steers the search
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert (report["target"], report["weight"]) == (0.1, 0.0)  # search: {target: 0.1}; weight: the file's default
+    assert report["relative_cost"] <= 0.1
+
+
 def test_hardware_target_costs_are_reported_and_optimised(tmp_path):
     path = _write(tmp_path, "{name: channel-mixed-precision, arc_learning_rate: 0.05}",
                   "hardware: {target: mpic}\n")

@@ -3,8 +3,12 @@
 Usage::
 
     nni-udc search CONFIG [--target T | --weight W] [--out DIR]   one search from an experiment file
-    nni-udc pareto CONFIG [--trials N] [--storage URL]           the Optuna outer loop: the accuracy-cost front
+                                                                 (strategy uniform: the uniform baseline grid)
+    nni-udc pareto CONFIG [--trials N] [--storage URL]           the Optuna outer loop: the accuracy-cost front,
+                                                                 then the uniform baseline and the comparison
+    nni-udc baseline CONFIG [--out DIR] [--workers N]            the uniform-compression baseline of any file
     nni-udc show RUN                                             the front of a finished (or running) pareto run
+                                                                 (and its comparison with the baseline)
     nni-udc nnictl-register [--name N]                           register the Optuna tuner with nnictl
     nni-udc nnictl-trial CONFIG                                  an nnictl trial: one search, reported to NNI
 
@@ -22,6 +26,7 @@ import argparse
 import math
 import sys
 from collections.abc import Callable
+from typing import Any
 
 __all__ = ["main"]
 
@@ -110,8 +115,22 @@ def _parser() -> argparse.ArgumentParser:
                                                         "sqlite:///OUTPUT/study.db)")
     pareto.add_argument("--verbose", action="store_true", help="show NNI and Lightning logs and per-epoch progress")
 
+    baseline = commands.add_parser(
+        "baseline", help="train the uniform-compression baseline of an experiment file's space",
+        description="Train every model of the space's uniform grid (every compressible layer at the same bits, "
+                    "sparsity or rank; smallest and largest width) from scratch with the training budget of one "
+                    "search, whatever the file's strategy. Writes baseline.csv and baseline.json; models already "
+                    "there are kept (run it again to resume). Compares with the searches when the directory holds "
+                    "a pareto run's front.json.")
+    baseline.add_argument("config", help="experiment YAML file")
+    baseline.add_argument("--out", default=None, help="output directory (default: the file's output)")
+    baseline.add_argument("--workers", type=_positive, default=None,
+                          help="processes training models side by side (default: 2, or 1 on one core); the "
+                               "numbers do not depend on it")
+
     show = commands.add_parser("show", help="print the front of a pareto run",
-                               description="Print the front (front.json) of a pareto run directory as a table.")
+                               description="Print the front (front.json) of a pareto run directory as a table, and "
+                                           "its comparison with the uniform baseline when baseline.json is there.")
     show.add_argument("run", help="a pareto run's output directory (or its front.json)")
 
     register = commands.add_parser("nnictl-register", help="register the Optuna outer-loop tuner with nnictl",
@@ -177,6 +196,9 @@ def _search(args: argparse.Namespace) -> None:
     from nni_udc.experiment import quiet, run_search
 
     config = load_config(args.config)
+    if config.strategy.baseline:
+        _run_baseline(config, out=args.out, workers=None)
+        return
     quiet()
     out = args.out or config.output
     print(f"Searching {config.space.name} with {config.strategy.name} on {config.data.name}, "
@@ -188,10 +210,53 @@ def _search(args: argparse.Namespace) -> None:
     print(f"wrote {out}/model.pt, architecture.json, report.json in {outcome.seconds:.0f} s")
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _comparison(baseline: list[Any], searched: list[Any], *, cost: str, reference: tuple[float, float]) -> str:
+    from nni_udc.pareto import compare, format_comparison
+
+    return ("\nThe search against the uniform baseline (test accuracy):\n"
+            + format_comparison(compare(baseline, searched, reference=reference), cost=cost))
+
+
+def _run_baseline(config: Any, *, out: str | None, workers: int | None) -> None:
+    from pathlib import Path
+
+    from nni_udc.experiment import quiet, run_baseline
+    from nni_udc.pareto import format_front, non_dominated, read_front
+
+    quiet()
+    out_dir = Path(out) if out is not None else config.output
+    t = config.training
+    print(f"Training the uniform baseline of {config.space.name} on {config.data.name} "
+          f"({_plural(t.epochs + t.finetune_epochs, 'epoch')} per model, as one search), measuring {config.hardware.cost} "
+          f"({config.hardware.target}); writing to {out_dir}")
+    outcome = run_baseline(config, output=out_dir, progress=sys.stderr.isatty(), workers=workers)
+    front = non_dominated(outcome.points, accuracy="test_accuracy")
+    print(f"\n{len(outcome.points)} uniform models ({outcome.trained} trained now, "
+          f"{len(outcome.points) - outcome.trained} kept from before) in {outcome.seconds:.0f} s; "
+          f"{len(front)} on the test-accuracy front:")
+    print(format_front(front, cost=outcome.cost, variable=None, label="model", architecture=True))
+    if (out_dir / "front.json").is_file():
+        searched = read_front(out_dir / "front.json")
+        ref = searched["reference_point"]
+        print(_comparison(outcome.points, searched["points"], cost=outcome.cost,
+                          reference=(ref["accuracy"], ref["relative_cost"])))
+    print("wrote " + ", ".join(str(f) for f in outcome.files.values()))
+
+
+def _baseline(args: argparse.Namespace) -> None:
+    from nni_udc.config import load_config
+
+    _run_baseline(load_config(args.config), out=args.out, workers=args.workers)
+
+
 def _pareto(args: argparse.Namespace) -> None:
     from nni_udc.config import load_config
     from nni_udc.experiment import quiet, run_pareto, storage_url
-    from nni_udc.pareto import format_front
+    from nni_udc.pareto import format_comparison, format_front
 
     config = load_config(args.config)
     if args.trials is not None:
@@ -202,19 +267,25 @@ def _pareto(args: argparse.Namespace) -> None:
         quiet()
     p = config.pareto
     print(f"Tracing the front of {config.name}: {p.trials} searches over {p.variable} in [{p.low:g}, {p.high:g}] "
-          f"({p.sampler}), optimising {config.hardware.cost} ({config.hardware.target}); study in {storage_url(config)}")
+          f"({p.sampler}), optimising {config.hardware.cost} ({config.hardware.target}); study in {storage_url(config)}"
+          + ("; then the uniform baseline" if p.baseline else ""))
     outcome = run_pareto(config, inner_progress=args.verbose)
     print()
     print(format_front(outcome.front, cost=config.hardware.cost or "", variable=p.variable))
     print(f"\n{len(outcome.front)} of {len(outcome.points)} searches on the front; hypervolume {outcome.hypervolume:.4f} "
           f"(reference point: accuracy {p.reference_point[0]:g}, relative cost {p.reference_point[1]:g})")
+    if outcome.baseline is not None and outcome.comparison is not None:
+        b = outcome.baseline
+        print(f"\nUniform baseline: {len(b.points)} models ({b.trained} trained now) in {b.seconds:.0f} s. "
+              "The search against it (test accuracy):")
+        print(format_comparison(outcome.comparison, cost=config.hardware.cost or ""))
     print("wrote " + ", ".join(str(f) for f in outcome.files.values()))
 
 
 def _show(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from nni_udc.pareto import format_front, read_front
+    from nni_udc.pareto import format_front, read_baseline, read_front
 
     path = Path(args.run)
     path = path / "front.json" if path.is_dir() else path
@@ -228,6 +299,14 @@ def _show(args: argparse.Namespace) -> None:
     ref = data["reference_point"]
     print(f"\nhypervolume {data['hypervolume']:.4f} (reference point: accuracy {ref['accuracy']:g}, "
           f"relative cost {ref['relative_cost']:g})")
+    baseline_path = path.parent / "baseline.json"
+    if baseline_path.is_file():
+        try:
+            baseline = read_baseline(baseline_path)
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{baseline_path}: not a baseline.json written by 'nni-udc baseline': {error}") from None
+        print(_comparison(baseline["points"], data["points"], cost=data["cost"],
+                          reference=(ref["accuracy"], ref["relative_cost"])))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -242,11 +321,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "pareto":
             _pareto(args)
             return 0
+        if args.command == "baseline":
+            _baseline(args)
+            return 0
     except ConfigError as error:
         parser.exit(2, f"nni-udc {args.command}: error: {error}\n")
     except KeyboardInterrupt:
-        parser.exit(130, f"\nnni-udc {args.command}: interrupted; finished searches are kept: run the same command "
-                         "again to resume\n")
+        parser.exit(130, f"\nnni-udc {args.command}: interrupted; finished searches and baseline models are kept: "
+                         "run the same command again to resume\n")
     try:
         if args.command == "show":
             _show(args)

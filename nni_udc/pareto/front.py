@@ -19,9 +19,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["Point", "format_front", "hypervolume", "non_dominated", "plot_front", "read_front", "write_front"]
+__all__ = ["Accuracy", "Point", "format_front", "hypervolume", "non_dominated", "plot_front", "read_front",
+           "write_front", "write_points_csv"]
+
+#: which accuracy of a point an objective reads: validation (what the searches choose on) or test
+Accuracy = Literal["accuracy", "test_accuracy"]
 
 
 @dataclass
@@ -36,79 +40,117 @@ class Point:
     costs: dict[str, float] = field(default_factory=dict)
     architecture: dict[str, Any] = field(default_factory=dict)
     output: str = ""
+    seconds: float | None = None  # wall time of the search (or of the baseline model's training)
 
 
-def _dominates(a: Point, b: Point) -> bool:
-    return (a.accuracy >= b.accuracy and a.relative_cost <= b.relative_cost
-            and (a.accuracy > b.accuracy or a.relative_cost < b.relative_cost))
+def _scored(points: Sequence[Point], accuracy: Accuracy) -> list[tuple[float, Point]]:
+    return [(a, p) for p in points if (a := getattr(p, accuracy)) is not None]
 
 
-def non_dominated(points: Sequence[Point]) -> list[Point]:
-    """The points no other point dominates, cheapest first (of equal points, the first trial is kept)."""
-    front: list[Point] = []
-    for p in points:
-        if any(_dominates(o, p) for o in points):
+def non_dominated(points: Sequence[Point], *, accuracy: Accuracy = "accuracy") -> list[Point]:
+    """The points no other point dominates, cheapest first (of equal points, the first trial is kept).
+
+    ``accuracy="test_accuracy"`` judges by test accuracy (points without one are left out).
+    """
+    scored = _scored(points, accuracy)
+    front: list[tuple[float, Point]] = []
+    for a, p in scored:
+        if any(oa >= a and o.relative_cost <= p.relative_cost and (oa > a or o.relative_cost < p.relative_cost)
+               for oa, o in scored):
             continue
-        if any(o.accuracy == p.accuracy and o.relative_cost == p.relative_cost for o in front):
+        if any(fa == a and f.relative_cost == p.relative_cost for fa, f in front):
             continue
-        front.append(p)
-    return sorted(front, key=lambda p: (p.relative_cost, -p.accuracy))
+        front.append((a, p))
+    return [p for a, p in sorted(front, key=lambda ap: (ap[1].relative_cost, -ap[0]))]
 
 
-def hypervolume(points: Sequence[Point], reference: tuple[float, float]) -> float:
+def hypervolume(points: Sequence[Point], reference: tuple[float, float], *, accuracy: Accuracy = "accuracy") -> float:
     """Area dominated by ``points`` and bounded by ``reference = (accuracy, relative cost)``.
 
     Only points better than the reference in both objectives count.
     """
     acc_ref, cost_ref = reference
-    inside = [p for p in non_dominated(points) if p.accuracy > acc_ref and p.relative_cost < cost_ref]
+    inside = [(a, p) for a, p in _scored(non_dominated(points, accuracy=accuracy), accuracy)
+              if a > acc_ref and p.relative_cost < cost_ref]
     area = 0.0
-    for i, p in enumerate(inside):  # cheapest first, so accuracy rises along the front
-        right = inside[i + 1].relative_cost if i + 1 < len(inside) else cost_ref
-        area += (right - p.relative_cost) * (p.accuracy - acc_ref)
+    for i, (a, p) in enumerate(inside):  # cheapest first, so accuracy rises along the front
+        right = inside[i + 1][1].relative_cost if i + 1 < len(inside) else cost_ref
+        area += (right - p.relative_cost) * (a - acc_ref)
     return area
 
 
-_COLUMNS = ["number", "value", "accuracy", "test_accuracy", "relative_cost"]
+_COLUMNS = ["number", "value", "accuracy", "test_accuracy", "relative_cost", "seconds"]
 
 
-def write_front(front: Sequence[Point], directory: Path, *, cost: str, hv: float,
-                reference: tuple[float, float], variable: str) -> tuple[Path, Path]:
-    """Write ``front.csv`` (one row per point; every cost a column) and ``front.json``; return their paths."""
-    directory.mkdir(parents=True, exist_ok=True)
-    cost_names = sorted({name for p in front for name in p.costs})
-    csv_path, json_path = directory / "front.csv", directory / "front.json"
-    with csv_path.open("w", newline="") as f:
+def write_points_csv(points: Sequence[Point], path: Path, *, variable: str | None = None) -> Path:
+    """One row per point: its numbers, every cost a column, the architecture as JSON (``variable`` names
+    the ``value`` column; without one the column is left out)."""
+    columns = [c for c in _COLUMNS if c != "value" or variable is not None]
+    cost_names = sorted({name for p in points for name in p.costs})
+    with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow([c if c != "value" else variable for c in _COLUMNS] + cost_names + ["architecture"])
-        for p in front:
-            writer.writerow([getattr(p, c) for c in _COLUMNS] + [p.costs.get(n) for n in cost_names]
+        writer.writerow([c if c != "value" else variable for c in columns] + cost_names + ["architecture"])
+        for p in points:
+            writer.writerow([getattr(p, c) for c in columns] + [p.costs.get(n) for n in cost_names]
                             + [json.dumps(p.architecture, sort_keys=True)])
+    return path
+
+
+def write_front(front: Sequence[Point], directory: Path, *, cost: str, hv: float, reference: tuple[float, float],
+                variable: str, points: Sequence[Point] | None = None) -> tuple[Path, Path]:
+    """Write ``front.csv`` (one row per point; every cost a column) and ``front.json``; return their paths.
+
+    ``front.json`` also keeps every finished search (``points``) for comparisons made later.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    csv_path, json_path = write_points_csv(front, directory / "front.csv", variable=variable), directory / "front.json"
     json_path.write_text(json.dumps({"cost": cost, "variable": variable, "hypervolume": hv,
                                      "reference_point": {"accuracy": reference[0], "relative_cost": reference[1]},
-                                     "front": [asdict(p) for p in front]}, indent=2) + "\n")
+                                     "front": [asdict(p) for p in front],
+                                     "points": [asdict(p) for p in (points if points is not None else front)]},
+                                    indent=2) + "\n")
     return csv_path, json_path
 
 
 def read_front(path: Path) -> dict[str, Any]:
-    """Read a ``front.json`` written by :func:`write_front` (points as :class:`Point`)."""
+    """Read a ``front.json`` written by :func:`write_front` (points as :class:`Point`; files written before
+    ``points`` was kept give the front as the points)."""
     data = json.loads(Path(path).read_text())
     data["front"] = [Point(**p) for p in data["front"]]
+    data["points"] = [Point(**p) for p in data["points"]] if "points" in data else list(data["front"])
     return data
 
 
-def format_front(front: Sequence[Point], *, cost: str, variable: str) -> str:
-    """The front as a text table, cheapest first."""
+def format_front(front: Sequence[Point], *, cost: str, variable: str | None, label: str = "trial",
+                 architecture: bool = False) -> str:
+    """The front as a text table, cheapest first (no ``variable`` column when it is ``None``; ``architecture``
+    adds each point's sample)."""
     from nni_udc._table import format_table
 
-    rows = [[str(p.number), f"{p.value:.4g}" if p.value is not None else "-", f"{p.accuracy:.3f}",
-             f"{p.test_accuracy:.3f}" if p.test_accuracy is not None else "-", f"{p.relative_cost:.4f}",
-             f"{p.costs.get(cost, float('nan')):,.6g}"] for p in front]
-    return format_table(["trial", variable, "val acc", "test acc", "relative cost", cost], rows)
+    rows = [[str(p.number)] + ([f"{p.value:.4g}" if p.value is not None else "-"] if variable is not None else [])
+            + [f"{p.accuracy:.3f}", f"{p.test_accuracy:.3f}" if p.test_accuracy is not None else "-",
+               f"{p.relative_cost:.4f}", f"{p.costs.get(cost, float('nan')):,.6g}"]
+            + ([" ".join(f"{k}={v}" for k, v in p.architecture.items())] if architecture else []) for p in front]
+    headers = ([label] + ([variable] if variable is not None else []) + ["val acc", "test acc", "relative cost", cost]
+               + (["architecture"] if architecture else []))
+    return format_table(headers, rows)
 
 
-def plot_front(points: Sequence[Point], directory: Path, *, cost: str, title: str) -> tuple[Path, Path]:
-    """``front.png`` (matplotlib) and ``front.html`` (plotly, interactive: hover shows each architecture)."""
+@dataclass(frozen=True)
+class _Series:
+    name: str
+    points: Sequence[Point]
+    what: str  # a point's name in the hover text
+    png: tuple[str, str, str]  # matplotlib colour, marker of all points, marker of the front
+    html: tuple[str, str, str]  # plotly colour of all points, of the front, symbol
+
+
+def plot_front(points: Sequence[Point], directory: Path, *, cost: str, title: str,
+               baseline: Sequence[Point] = ()) -> tuple[Path, Path]:
+    """``front.png`` (matplotlib) and ``front.html`` (plotly, interactive: hover shows each architecture).
+
+    ``baseline``: the uniform-compression models, drawn with their own front beside the searches.
+    """
     import matplotlib
     import matplotlib.ticker
 
@@ -116,12 +158,19 @@ def plot_front(points: Sequence[Point], directory: Path, *, cost: str, title: st
     import matplotlib.pyplot as plt
     import plotly.graph_objects as go
 
-    front = non_dominated(points)
+    series = [_Series("searches", points, "trial", ("C3", "o", "o"), ("#999999", "#d62728", "circle"))]
+    if baseline:
+        series.append(_Series("uniform baseline", baseline, "model", ("C0", "x", "X"), ("#9ecae1", "#1f77b4", "x")))
     png, html = directory / "front.png", directory / "front.html"
     fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    ax.scatter([p.relative_cost for p in points], [p.accuracy for p in points], c="0.6", s=18, label="all searches")
-    ax.step([p.relative_cost for p in front], [p.accuracy for p in front], where="post", c="C3", lw=1.5)
-    ax.scatter([p.relative_cost for p in front], [p.accuracy for p in front], c="C3", s=30, label="Pareto front")
+    for s in series:
+        front = non_dominated(s.points)
+        colour, marker, front_marker = s.png
+        ax.scatter([p.relative_cost for p in s.points], [p.accuracy for p in s.points], c=colour, alpha=0.35, s=16,
+                   marker=marker, label=f"all {s.name}")
+        ax.step([p.relative_cost for p in front], [p.accuracy for p in front], where="post", c=colour, lw=1.5)
+        ax.scatter([p.relative_cost for p in front], [p.accuracy for p in front], c=colour, s=30, marker=front_marker,
+                   label=f"{s.name}: Pareto front")
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(  # label 2, 3 and 5 of each decade
@@ -130,18 +179,24 @@ def plot_front(points: Sequence[Point], directory: Path, *, cost: str, title: st
     ax.set_ylabel("validation accuracy")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(png)
     plt.close(fig)
 
-    def trace(pts: Sequence[Point], name: str, color: str) -> Any:
-        text = [f"trial {p.number}<br>{cost}: {p.costs.get(cost, float('nan')):,.6g}<br>"
+    def trace(pts: Sequence[Point], name: str, what: str, color: str, symbol: str) -> Any:
+        text = [f"{what} {p.number}<br>{cost}: {p.costs.get(cost, float('nan')):,.6g}<br>"
+                + (f"test accuracy: {p.test_accuracy:.3f}<br>" if p.test_accuracy is not None else "")
                 + "<br>".join(f"{k}: {v}" for k, v in p.architecture.items()) for p in pts]
         return go.Scatter(x=[p.relative_cost for p in pts], y=[p.accuracy for p in pts], mode="markers", name=name,
-                          text=text, hoverinfo="text+x+y", marker={"color": color, "size": 9})
+                          text=text, hoverinfo="text+x+y", marker={"color": color, "size": 9, "symbol": symbol})
 
-    figure = go.Figure([trace(points, "all searches", "#999999"), trace(front, "Pareto front", "#d62728")])
+    traces = []
+    for s in series:
+        every, best, symbol = s.html
+        traces += [trace(s.points, f"all {s.name}", s.what, every, symbol),
+                   trace(non_dominated(s.points), f"{s.name}: Pareto front", s.what, best, symbol)]
+    figure = go.Figure(traces)
     figure.update_layout(title=title, xaxis={"title": f"relative {cost}", "type": "log"},
                          yaxis={"title": "validation accuracy"})
     figure.write_html(str(html), include_plotlyjs=True)

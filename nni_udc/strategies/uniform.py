@@ -23,24 +23,24 @@ ops; a kind with a label inside a candidate the ops did not choose holds its fir
 for per-channel bits), as do labels other than categorical or numerical choices (their default). Samples
 that freeze to the same architecture (the same values on every label that can matter) are kept once.
 
-``DigitsSpace`` (defaults): kinds bits ``{b_block, b_down}`` {2, 4, 8}, sparsity ``{s_block, s_down}``
-{0, 0.5, 0.75}, DASS sparsity ``{s_dass}`` {0.5, 0.75}, rank {2, 4, 8}, head bits ``{head_g0, head_g1}``
-{4, 8}, width {8, 24} (of 8, 16, 24) and op {conv, lowrank, sparse}:
+``DigitsSpace`` (defaults): kinds bits ``{b_stem, b_block, b_down}`` {2, 4, 8} (the block's ``b_block`` quantises
+all three of its candidate ops), sparsity ``{s_block, s_down}`` {0, 0.5, 0.75} (``s_block``: conv candidate only),
+DASS sparsity ``{s_dass}`` {0.5, 0.75}, rank {2, 4, 8}, head bits ``{head_g0, head_g1}`` {4, 8}, width {8, 24}
+(of 8, 16, 24) and op {conv, lowrank, sparse}:
 
 - op conv: bits 3 × sparsity 3 = 9 (rank and DASS sparsity sit in other candidates: held);
-- op lowrank: rank 3 (``b_block`` and ``s_block`` sit in the conv candidate, so their kinds hold 2 bits
-  and 0 sparsity, on ``b_down``/``s_down`` too);
-- op sparse: DASS sparsity 2;
+- op lowrank: bits 3 × rank 3 = 9 (the sparsity kind has ``s_block`` in the conv candidate: held at 0, so
+  ``s_down`` is 0 too);
+- op sparse: bits 3 × DASS sparsity 2 = 6;
 
-(9 + 3 + 2) × head bits 2 × width 2 = **56 models**. ``SparseCellSpace``: the eight edges share one
+(9 + 9 + 6) × head bits 2 × width 2 = **96 models**. ``SparseCellSpace``: the eight edges share one
 candidate list (conv, sparse50, sparse90, skip, avgpool), so all edges take the same op among conv,
 sparse50 and sparse90: **3 models**.
 
 Example:
     >>> from nni_udc.spaces import DigitsSpace, SparseCellSpace
-    >>> grid = uniform_grid(DigitsSpace())
-    >>> len(grid), grid[0]["op"], grid[0]["b_block"] == grid[0]["b_down"]
-    (56, 'conv', True)
+    >>> len(uniform_grid(DigitsSpace()))
+    96
     >>> [s["cell0_node0_in0"] for s in uniform_grid(SparseCellSpace())]
     ['conv', 'sparse50', 'sparse90']
 """
@@ -53,6 +53,7 @@ from typing import Any
 
 from nni.mutable import Categorical, Mutable, MutableList, Numerical
 from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableModule
+from torch import nn  # noqa: F401  (the examples' parameter-free candidate)
 
 from nni_udc.nn import (
     MutableLowRankConv2d,
@@ -116,9 +117,20 @@ def uniform_kinds(space: ModelSpace) -> list[UniformKind]:
     """The kinds of ``space``'s labels, in the order of their first label in ``space.simplify()``.
 
     Example:
-        >>> from nni_udc.spaces import DigitsSpace
-        >>> [(k.role, k.labels, k.values) for k in uniform_kinds(DigitsSpace())][:2]
-        [('structural', ('width',), (8, 24)), ('op', ('op',), ('conv', 'lowrank', 'sparse'))]
+        >>> from nni.nas.nn.pytorch import LayerChoice
+        >>> from nni_udc.nn import MutableLowRankConv2d, MutableQuantConv2d, bits_choice, rank_choice
+        >>> class Net(ModelSpace, label_prefix=None):
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.first = MutableQuantConv2d(4, 4, 3, weight_bits=bits_choice("bits_1", [2, 4, 8]))
+        ...         self.second = LayerChoice({
+        ...             "conv": MutableQuantConv2d(4, 4, 3, weight_bits=bits_choice("bits_2", [2, 4, 8])),
+        ...             "lowrank": MutableLowRankConv2d(4, 4, 3, rank=rank_choice("rank", [1, 2], max_rank=4)),
+        ...             "skip": nn.Identity()}, label="op")
+        >>> [(k.role, k.labels, k.values) for k in uniform_kinds(Net())]
+        [('weight_bits', ('bits_1', 'bits_2'), (2, 4, 8)), ('op', ('op',), ('conv', 'lowrank')), ('rank', ('rank',), (1, 2))]
+        >>> [(s["op"], s["bits_1"], s["bits_2"], s["rank"]) for s in uniform_grid(Net())]  # lowrank: bits_2 is held
+        [('conv', 2, 2, 1), ('conv', 4, 4, 1), ('conv', 8, 8, 1), ('lowrank', 2, 2, 1), ('lowrank', 2, 2, 2)]
     """
     roles = _roles(space)
     choices = {m.label: m for m in space.modules() if isinstance(m, LayerChoice)}
@@ -181,10 +193,9 @@ def uniform_grid(space: ModelSpace) -> list[dict[str, Any]]:
     """The uniform-compression models of ``space`` as samples for ``space.freeze`` (see the module's rule).
 
     Example:
-        >>> from nni_udc.spaces import DigitsSpace
-        >>> grid = uniform_grid(DigitsSpace(widths=[8], weight_bits=[4], sparsity=[0.0, 0.5], head_bits=[8]))
-        >>> [(s["op"], s["b_down"], s["s_down"], s["rank"], s["s_dass"]) for s in grid]
-        [('conv', 4, 0.0, 2, 0.5), ('conv', 4, 0.5, 2, 0.5), ('lowrank', 4, 0.0, 2, 0.5), ('lowrank', 4, 0.0, 4, 0.5), ('lowrank', 4, 0.0, 8, 0.5), ('sparse', 4, 0.0, 2, 0.5), ('sparse', 4, 0.0, 2, 0.75)]
+        >>> from nni_udc.spaces import SparseCellSpace
+        >>> uniform_grid(SparseCellSpace(num_cells=1, num_nodes=1))
+        [{'cell0_node0_in0': 'conv', 'cell0_node0_in1': 'conv'}, {'cell0_node0_in0': 'sparse50', 'cell0_node0_in1': 'sparse50'}, {'cell0_node0_in0': 'sparse90', 'cell0_node0_in1': 'sparse90'}]
     """
     kinds = uniform_kinds(space)
     ops = [k for k in kinds if k.role == "op"]

@@ -1,0 +1,95 @@
+"""Is the search worth it? The searched Pareto front against the uniform-compression baseline, per experiment file.
+
+For each experiment file it runs what ``nni-udc pareto`` runs — the Optuna outer loop of one-shot searches,
+then the uniform baseline (every compressible layer at the same bits × sparsity or rank, each model trained
+with the budget of one search) — into a scratch directory (or ``--out DIR/<name>``), timing the two apart,
+and prints, by TEST accuracy:
+
+- per point of the baseline's front (``*``: test accuracy >= 0.95) the smallest searched model at least as
+  accurate and the size ratio ``uniform cost / searched cost`` (``inf``: no searched model is that accurate);
+- the median ratio over the starred points and whether the search is never worse there;
+- both hypervolumes (one reference point) and the wall time of the search loop and of the baseline.
+
+    .venv/bin/python benchmarks/front_vs_uniform.py                        # udc-digits and dass-sparse-cell
+    .venv/bin/python benchmarks/front_vs_uniform.py examples/udc-digits.yaml --out runs/front-vs-uniform
+
+Not a test: the numbers depend on the machine, and the runs take minutes (the main job's loop about 3
+minutes on 2 cores, its baseline about as long).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from nni_udc._table import format_table
+from nni_udc.config import load_config
+from nni_udc.experiment import quiet, run_baseline, run_pareto
+from nni_udc.pareto import Comparison, format_comparison
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT = [ROOT / "examples" / "udc-digits.yaml", ROOT / "examples" / "dass-sparse-cell.yaml"]
+
+
+@dataclass
+class Row:
+    name: str
+    searches: int
+    models: int
+    comparison: Comparison
+    loop_seconds: float
+    baseline_seconds: float
+
+
+def _ratio(value: float | None) -> str:
+    if value is None:
+        return "none"
+    return "inf" if math.isinf(value) else f"{value:.2f}x"
+
+
+def run(path: Path, out: Path, *, workers: int | None) -> Row:
+    """The outer loop, then the baseline, timed apart; then the comparison (and plots) as ``nni-udc pareto`` makes them."""
+    config = load_config(path)
+    config.output = out / config.name
+    config.pareto.baseline = False
+    print(f"\n=== {path.name}: {config.pareto.trials} searches, then the uniform baseline; output in {config.output}")
+    started = time.time()
+    run_pareto(config)
+    loop_seconds = time.time() - started
+    started = time.time()
+    baseline = run_baseline(config, workers=workers)
+    baseline_seconds = time.time() - started
+    config.pareto.baseline = True
+    outcome = run_pareto(config, progress=False)  # both are done: this draws and compares
+    if outcome.comparison is None:
+        raise RuntimeError("run_pareto with pareto.baseline gives a comparison")
+    print(format_comparison(outcome.comparison, cost=config.hardware.cost or ""))
+    return Row(config.name, len(outcome.points), len(baseline.points), outcome.comparison, loop_seconds,
+               baseline_seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("configs", nargs="*", type=Path, default=DEFAULT, help="experiment files (default: "
+                        "examples/udc-digits.yaml examples/dass-sparse-cell.yaml)")
+    parser.add_argument("--out", type=Path, default=None, help="output directory (default: a scratch directory)")
+    parser.add_argument("--workers", type=int, default=None, help="baseline training processes (default: 2)")
+    args = parser.parse_args()
+    quiet()
+    out = args.out if args.out is not None else Path(tempfile.mkdtemp(prefix="front-vs-uniform-"))
+    rows = [run(path, out, workers=args.workers) for path in args.configs]
+    verdict = {True: "yes", False: "no", None: "n/a"}
+    print("\n" + format_table(
+        ["experiment", "searches", "uniform models", "median ratio (acc >= 0.95)", "never worse",
+         "HV search", "HV uniform", "loop s", "baseline s"],
+        [[r.name, r.searches, r.models, _ratio(r.comparison.median_ratio), verdict[r.comparison.never_worse],
+          f"{r.comparison.search_hypervolume:.4f}", f"{r.comparison.baseline_hypervolume:.4f}",
+          f"{r.loop_seconds:.0f}", f"{r.baseline_seconds:.0f}"] for r in rows]))
+    print(f"\nhypervolumes by test accuracy, reference point (0, 1); runs in {out}")
+
+
+if __name__ == "__main__":
+    main()

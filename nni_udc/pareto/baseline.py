@@ -1,0 +1,58 @@
+"""The uniform baseline's files: ``baseline.json`` (what resuming reads) and ``baseline.csv``, one row per model.
+
+Each model is a front :class:`~nni_udc.pareto.Point`: ``number`` is its place in the uniform grid,
+``architecture`` its sample, ``accuracy``/``test_accuracy`` its validation and test accuracy, ``seconds``
+its training time. ``settings`` record how the models were trained, so a later run can tell whether
+the file's models are the ones it would train.
+
+Example:
+    >>> import tempfile
+    >>> directory = Path(tempfile.mkdtemp())
+    >>> files = write_baseline([Point(0, 0.9, 0.1, test_accuracy=0.88, architecture={"bits": 4})], directory,
+    ...                        cost="memory_bits", reference_costs={"memory_bits": 1000.0}, settings={"epochs": 2})
+    >>> [f.name for f in files]
+    ['baseline.csv', 'baseline.json']
+    >>> read_baseline(directory / "baseline.json")["points"][0].architecture
+    {'bits': 4}
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from nni_udc.pareto.front import Point, write_points_csv
+
+__all__ = ["BASELINE_CSV", "BASELINE_JSON", "read_baseline", "write_baseline"]
+
+BASELINE_CSV, BASELINE_JSON = "baseline.csv", "baseline.json"
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically: a run killed while writing leaves the previous file."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+def write_baseline(points: Sequence[Point], directory: Path, *, cost: str, reference_costs: dict[str, float],
+                   settings: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``baseline.csv`` and ``baseline.json`` (points in grid order); return their paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    points = sorted(points, key=lambda p: p.number)
+    csv_path, json_path = directory / BASELINE_CSV, directory / BASELINE_JSON
+    partial_csv = write_points_csv(points, directory / (BASELINE_CSV + ".partial"))
+    os.replace(partial_csv, csv_path)
+    _replace(json_path, json.dumps({"cost": cost, "reference_costs": reference_costs, "settings": settings,
+                                    "points": [asdict(p) for p in points]}, indent=2) + "\n")
+    return csv_path, json_path
+
+
+def read_baseline(path: Path) -> dict[str, Any]:
+    """Read a ``baseline.json`` written by :func:`write_baseline` (points as :class:`~nni_udc.pareto.Point`)."""
+    data = json.loads(Path(path).read_text())
+    data["points"] = [Point(**p) for p in data["points"]]
+    return data
