@@ -26,7 +26,11 @@ import argparse
 import math
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: the commands import what they run when they run
+    from nni_udc.config import ExperimentConfig
+    from nni_udc.pareto import Point
 
 __all__ = ["main"]
 
@@ -214,14 +218,14 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _comparison(baseline: list[Any], searched: list[Any], *, cost: str, reference: tuple[float, float]) -> str:
+def _comparison(baseline: list[Point], searched: list[Point], *, cost: str, reference: tuple[float, float]) -> str:
     from nni_udc.pareto import compare, format_comparison
 
     return ("\nThe search against the uniform baseline (test accuracy):\n"
             + format_comparison(compare(baseline, searched, reference=reference), cost=cost))
 
 
-def _run_baseline(config: Any, *, out: str | None, workers: int | None) -> None:
+def _run_baseline(config: ExperimentConfig, *, out: str | None, workers: int | None) -> None:
     from pathlib import Path
 
     from nni_udc.experiment import quiet, run_baseline

@@ -53,7 +53,6 @@ from typing import Any
 
 from nni.mutable import Categorical, Mutable, MutableList, Numerical
 from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableModule
-from torch import nn  # noqa: F401  (the examples' parameter-free candidate)
 
 from nni_udc.nn import (
     MutableLowRankConv2d,
@@ -117,7 +116,7 @@ def uniform_kinds(space: ModelSpace) -> list[UniformKind]:
     """The kinds of ``space``'s labels, in the order of their first label in ``space.simplify()``.
 
     Example:
-        >>> from nni.nas.nn.pytorch import LayerChoice
+        >>> from torch import nn
         >>> from nni_udc.nn import MutableLowRankConv2d, MutableQuantConv2d, bits_choice, rank_choice
         >>> class Net(ModelSpace, label_prefix=None):
         ...     def __init__(self):
