@@ -139,6 +139,7 @@ class ParetoConfig:
     heartbeat_interval: int = 10
     grace_period: int = 30
     baseline: bool = True  # train (or reuse) the uniform baseline after the loop and compare
+    supernet_epochs: int | None = None  # train one shared supernet for this many epochs; None: one per search
 
 
 @dataclass
@@ -193,8 +194,10 @@ class _Section:
             self.fail(key, value, "true or false")
         return value
 
-    def int(self, key: str, default: int, minimum: int = 1) -> int:
+    def int(self, key: str, default: int | None, minimum: int = 1, *, optional: bool = False) -> Any:
         value = self.data.get(key, default)
+        if value is None and optional:
+            return None
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             self.fail(key, value, f"an integer >= {minimum}")
         return value
@@ -288,7 +291,8 @@ def parse_config(data: Any, path: str | Path, *, base: Path | None = None) -> Ex
         initial=p.int("initial", 4, minimum=0), sampler=p.str("sampler", "tpe", SAMPLERS),
         storage=p.str("storage", None), study_name=p.str("study_name", None), seed=p.int("seed", seed, minimum=0),
         reference_point=_reference_point(p), heartbeat_interval=p.int("heartbeat_interval", 10),
-        grace_period=p.int("grace_period", 30), baseline=p.bool("baseline", True))
+        grace_period=p.int("grace_period", 30), baseline=p.bool("baseline", True),
+        supernet_epochs=p.int("supernet_epochs", None, optional=True))
     if pareto.low >= pareto.high:
         p.fail("low", pareto.low, f"smaller than pareto.high ({pareto.high:g})")
     if pareto.grace_period <= pareto.heartbeat_interval:

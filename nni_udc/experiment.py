@@ -125,8 +125,13 @@ def resolve_budget(config: ExperimentConfig, *, target: float | None = None,
     return resolved, (config.search.weight if weight is None else weight)
 
 
-def build_strategy(config: ExperimentConfig, *, target: float | None = None, weight: float | None = None) -> Any:
-    """The strategy of ``config``; ``target``/``weight`` override the file's ``search`` section (one-shot only)."""
+def build_strategy(config: ExperimentConfig, *, target: float | None = None, weight: float | None = None,
+                   supernet: Path | None = None) -> Any:
+    """The strategy of ``config``; ``target``/``weight`` override the file's ``search`` section (one-shot only).
+
+    ``supernet``: weights of a shared supernet (:func:`train_supernet`) the one-shot search starts from; its
+    weights are trained already, so the search has no warm-up.
+    """
     import nni.nas.strategy as nni_strategies
 
     import nni_udc.strategies as ours
@@ -140,11 +145,13 @@ def build_strategy(config: ExperimentConfig, *, target: float | None = None, wei
         if not s.one_shot:
             return getattr(nni_strategies, _MULTI_TRIAL[s.name])(**s.args)
         target, weight = resolve_budget(config, target=target, weight=weight)
+        shared = {} if supernet is None else {"supernet_weights": supernet}
         return getattr(ours, _PRESETS[s.name])(
             cost=config.hardware.cost, hardware=config.hardware.target, target=target, weight=weight,
-            step_size=s.step_size, arc_learning_rate=s.arc_learning_rate, warmup_epochs=s.warmup_epochs,
+            step_size=s.step_size, arc_learning_rate=s.arc_learning_rate,
+            warmup_epochs=s.warmup_epochs if supernet is None else 0,
             temperature=s.temperature, finetune_epochs=t.finetune_epochs,
-            finetune_learning_rate=t.finetune_learning_rate, seed=config.seed, **s.args)
+            finetune_learning_rate=t.finetune_learning_rate, seed=config.seed, **shared, **s.args)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{config.path}: strategy.args: {s.name} rejects {s.args!r}: {error}") from None
 
@@ -171,8 +178,11 @@ def _finetune_loaders(config: ExperimentConfig) -> dict[str, Any]:
 
 
 def run_search(config: ExperimentConfig, *, target: float | None = None, weight: float | None = None,
-               output: str | Path | None = None, progress: bool = False, logger: bool = True) -> SearchOutcome:
+               output: str | Path | None = None, progress: bool = False, logger: bool = True,
+               supernet: Path | None = None) -> SearchOutcome:
     """Run one search of ``config`` and write model, architecture and report to ``output`` (default: config's).
+
+    ``supernet``: start from a shared supernet's weights (:func:`train_supernet`) instead of from scratch.
 
     Example:
         >>> from nni_udc.config import parse_config
@@ -186,7 +196,7 @@ def run_search(config: ExperimentConfig, *, target: float | None = None, weight:
     from nni_udc.data import load_dataset
     from nni_udc.evaluators.training import accuracy
 
-    strategy = build_strategy(config, target=target, weight=weight)  # first: a wrong file fails before any work
+    strategy = build_strategy(config, target=target, weight=weight, supernet=supernet)  # a wrong file fails first
     target, weight = resolve_budget(config, target=target, weight=weight)
     output = Path(output if output is not None else config.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -214,6 +224,43 @@ def run_search(config: ExperimentConfig, *, target: float | None = None, weight:
                             seconds=time.time() - started, model=model)
     _write(outcome, output, config, target=target, weight=weight)  # what the search used, file or arguments
     return outcome
+
+
+def train_supernet(config: ExperimentConfig, *, epochs: int, output: str | Path | None = None,
+                   progress: bool = False) -> Path:
+    """Train the weight-shared supernet of ``config``'s space once and save its weights (``OUTPUT/supernet.pt``).
+
+    The weights train for ``epochs`` under the uniform mixture of every candidate (the architecture parameters
+    stay at their start, as in a warm-up), on the same part of the train split as a search's weights. Every
+    search of a Pareto sweep then starts from these weights (``run_search(..., supernet=path)``) and needs only
+    a short architecture search and its fine-tune. An existing file is reused (resume, or another worker made
+    it); workers sharing the output directory train it once.
+    """
+    from nni.nas.experiment import NasExperiment, NasExperimentConfig
+
+    from nni_udc.data import load_dataset
+    import nni_udc.strategies as ours
+
+    output = Path(output if output is not None else config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    path = output / "supernet.pt"
+    with _locked(output / "supernet.lock"):
+        if path.exists():
+            return path
+        torch.manual_seed(config.seed)
+        splits = load_dataset(config.data.name, seed=config.data.seed)
+        space = _space(config, splits.input_shape)
+        strategy = getattr(ours, _PRESETS[config.strategy.name])(
+            cost=config.hardware.cost, hardware=config.hardware.target, weight=0.0, warmup_epochs=epochs,
+            seed=config.seed, **config.strategy.args)
+        shared = replace(config, training=replace(config.training, epochs=epochs))
+        nni_config = NasExperimentConfig("sequential", "raw")
+        nni_config.experiment_working_directory = str((output / "nni-experiments").resolve())
+        NasExperiment(space, _evaluator(shared, output, progress=progress, logger=False), strategy, nni_config).run(debug=False)
+        partial = output / "supernet.pt.partial"
+        strategy.save_supernet(partial)
+        partial.replace(path)  # atomic: a killed run never leaves a half-written file
+    return path
 
 
 def _cost_probe(config: ExperimentConfig, space: Any, example: torch.Tensor
@@ -492,6 +539,12 @@ def run_pareto(config: ExperimentConfig, *, progress: bool = True, inner_progres
                        variable=p.variable, low=p.low, high=p.high, initial=p.initial,
                        heartbeat_interval=p.heartbeat_interval, grace_period=p.grace_period)
     done = len(finished(study))
+    supernet = None
+    if p.supernet_epochs is not None and done < p.trials:
+        if progress:
+            print(f"training the shared supernet for {p.supernet_epochs} epochs (once per study; "
+                  f"{config.output / 'supernet.pt'})", flush=True)
+        supernet = train_supernet(config, epochs=p.supernet_epochs, progress=inner_progress)
     bar = tqdm(total=p.trials, initial=min(done, p.trials), desc="pareto searches", unit="search", disable=not progress)
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
@@ -502,7 +555,7 @@ def run_pareto(config: ExperimentConfig, *, progress: bool = True, inner_progres
         out = config.output / "trials" / f"{trial.number:04d}"
         bar.set_postfix({p.variable: f"{value:.3g}", "trial": trial.number})
         try:
-            outcome = run_search(config, output=out, progress=inner_progress, **{p.variable: value})
+            outcome = run_search(config, output=out, progress=inner_progress, supernet=supernet, **{p.variable: value})
         except KeyboardInterrupt:  # Ctrl-C: this value is searched again when the run resumes
             study.enqueue_trial({p.variable: value})
             raise

@@ -122,16 +122,16 @@ def test_expected_cost_at_one_hot_equals_exact_cost_of_the_exported_model(cost):
 
 def test_export_within_budget_is_the_most_probable_architecture_that_fits():
     space, strategy, _ = _supernet(DigitsSpace, target=0.06)
-    generator = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for label in strategy.distribution.choices:
-            strategy.distribution.logits(label).copy_(torch.randn(len(strategy.distribution.choices[label].values),
-                                                                  generator=generator) * 2)
     cost = compile_expression(strategy._profiler.expression)
     budget = 0.06 * strategy._rule.reference
+    generator = torch.Generator().manual_seed(1)
+    while cost(strategy.distribution.argmax()) <= budget:  # random logits whose argmax does not fit
+        with torch.no_grad():
+            for label, choice in strategy.distribution.choices.items():
+                strategy.distribution.logits(label).copy_(torch.randn(len(choice.values), generator=generator) * 2)
     exported = strategy._within_budget(strategy.distribution.argmax())
     assert cost(exported) <= budget
-    # brute force over the whole space (17,496 samples): no sample within budget is more probable
+    # brute force over the whole space (52,488 samples): no sample within budget is more probable
     log_p = strategy.distribution.log_probabilities()
     choices = strategy.distribution.choices
 
@@ -161,7 +161,7 @@ def test_penalty_gradient_reaches_every_architecture_parameter():
     total, details = strategy.penalty(loss)
     total.backward()
     params = {id(p): p for m in space.modules() if hasattr(m, "arch_parameters") for p in m.arch_parameters()}
-    assert len(params) == 9  # width, op, b_block, s_block, rank, s_dass, b_down, s_down, head (2 groups in one)
+    assert len(params) == 10  # width, b_stem, op, b_block, s_block, rank, s_dass, b_down, s_down, head (2 groups in one)
     for p in params.values():
         assert p.grad is not None
         per_choice = p.grad.abs().sum(0) if p.dim() == 2 else p.grad.abs().sum()
@@ -344,3 +344,29 @@ def test_result_and_reference_costs_say_when_they_are_not_ready():
         strategy.reference_costs
     with pytest.raises(RuntimeError, match="prepare_cost"):
         strategy.mutate_model(DigitsSpace())
+
+
+def test_supernet_weights_saved_by_one_search_start_the_next(tmp_path):
+    first = UDC(target=0.1)
+    space = DigitsSpace()
+    first.prepare_cost(space, torch.zeros(2, 1, 8, 8))
+    supernet = first.mutate_model(space)
+    with torch.no_grad():
+        for p in supernet.parameters():
+            p.add_(1.0)
+    first.save_supernet(tmp_path / "supernet.pt")
+    saved = torch.load(tmp_path / "supernet.pt", weights_only=True)
+    assert not any("alpha" in key for key in saved)  # weights only, no architecture parameters
+
+    second = UDC(target=0.1, supernet_weights=tmp_path / "supernet.pt")
+    space2 = DigitsSpace()
+    second.prepare_cost(space2, torch.zeros(2, 1, 8, 8))
+    loaded = second.mutate_model(space2).state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in saved.items())
+    assert all(float(second.distribution.logits(lb).abs().max()) < 0.01 for lb in second.distribution.choices)
+
+    wrong = UDC(target=0.1, supernet_weights=tmp_path / "supernet.pt")
+    other = DigitsSpace(widths=(8, 16))
+    wrong.prepare_cost(other, torch.zeros(2, 1, 8, 8))
+    with pytest.raises((ValueError, RuntimeError), match="size mismatch|do not fit"):
+        wrong.mutate_model(other)

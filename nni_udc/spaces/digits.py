@@ -38,13 +38,14 @@ class DigitsSpace(ModelSpace, label_prefix=None):
         head_bits: candidate per-channel bits of the classifier (0 removes a class logit's weights).
         act_bits: activation bits of the quantised layers (fixed; 32 = float).
         num_classes: classifier outputs.
-
-    The stem stays float, as usual for the first layer of a quantised network.
+        stem_bits: candidate weight bit-widths of the stem conv (its own label ``b_stem``: first layers are
+            the most sensitive to quantisation and among the smallest, so a mixed choice pays off there);
+            ``None`` keeps the stem float, as the first release did.
 
     Example:
         >>> space = DigitsSpace()
         >>> sorted(space.simplify())[:4]
-        ['b_block', 'b_down', 'head_g0', 'head_g1']
+        ['b_block', 'b_down', 'b_stem', 'head_g0']
         >>> model = space.random()
         >>> model(torch.zeros(2, 1, 8, 8)).shape
         torch.Size([2, 10])
@@ -52,12 +53,14 @@ class DigitsSpace(ModelSpace, label_prefix=None):
 
     def __init__(self, widths: Sequence[int] = (8, 16, 24), weight_bits: Sequence[int] = (2, 4, 8),
                  sparsity: Sequence[float] = (0.0, 0.5, 0.75), head_bits: Sequence[int] = (4, 8),
-                 act_bits: int = 8, num_classes: int = 10) -> None:
+                 act_bits: int = 8, num_classes: int = 10, stem_bits: Sequence[int] | None = (2, 4, 8)) -> None:
         super().__init__()
         width = nni.choice("width", list(widths))
         rank = rank_choice("rank", [r for r in (2, 4, 8) if r <= min(widths)], max_rank=min(widths))
         quant = dict(act_bits=act_bits, act_signed=False)  # inputs of these layers follow a ReLU
-        self.stem = nn.Sequential(MutableConv2d(1, width, 3, padding=1), MutableBatchNorm2d(width), nn.ReLU())
+        stem = (MutableConv2d(1, width, 3, padding=1) if stem_bits is None else  # the image itself is not quantised
+                MutableQuantConv2d(1, width, 3, padding=1, weight_bits=bits_choice("b_stem", stem_bits)))
+        self.stem = nn.Sequential(stem, MutableBatchNorm2d(width), nn.ReLU())
         block_bits = bits_choice("b_block", weight_bits)  # one label for every candidate: each op is quantised
         self.block = LayerChoice({
             "conv": MutableQuantConv2d(width, width, 3, padding=1, weight_bits=block_bits,

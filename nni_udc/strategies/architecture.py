@@ -31,7 +31,7 @@ from nni.mutable import Categorical
 from nni.nas.nn.pytorch import LayerChoice, MutableModule
 from torch import nn
 
-__all__ = ["ArchitectureDistribution", "conditional_labels", "most_probable", "ranked_samples"]
+__all__ = ["ArchitectureDistribution", "conditional_labels", "local_search", "most_probable", "ranked_samples"]
 
 
 class ArchitectureDistribution:
@@ -177,3 +177,37 @@ def _labels_of(module: nn.Module) -> set[str]:
         if isinstance(m, MutableModule):
             out.update(_own_labels(m))
     return out
+
+
+def local_search(start: Mapping[str, Any], choices: Mapping[str, Categorical], score: Callable[[Mapping[str, Any]], float],
+                 fits: Callable[[Mapping[str, Any]], bool], *, active: Mapping[str, tuple[str, Any]] | None = None,
+                 rounds: int = 5) -> dict[str, Any]:
+    """Steepest descent of ``score`` over single-label changes that ``fits``: at most ``rounds`` moves.
+
+    Changes of labels the current architecture does not use (see :func:`conditional_labels`) are skipped.
+
+    Example:
+        >>> choices = {'a': Categorical([1, 2, 3], label='a'), 'b': Categorical([1, 2, 3], label='b')}
+        >>> local_search({'a': 1, 'b': 1}, choices, lambda x: -(x['a'] + 2 * x['b']), lambda x: x['a'] + x['b'] <= 4)
+        {'a': 1, 'b': 3}
+    """
+    active = active or {}
+    current = dict(start)
+    here = score(current)
+    for _ in range(rounds):
+        best, best_score = None, here
+        for label, choice in choices.items():
+            if label in active and current[active[label][0]] != active[label][1]:
+                continue
+            for value in choice.values:
+                if value == current[label]:
+                    continue
+                candidate = {**current, label: value}
+                if fits(candidate):
+                    s = score(candidate)
+                    if s < best_score:
+                        best, best_score = candidate, s
+        if best is None:
+            break
+        current, here = best, best_score
+    return current

@@ -21,9 +21,11 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -42,7 +44,7 @@ from nni_udc.evaluators.exact import model_specs
 from nni_udc.evaluators.nni_profiler import CostProfiler
 from nni_udc.evaluators.spec import LayerSpec
 from nni_udc.evaluators.targets import HardwareTarget, load_target
-from nni_udc.strategies.architecture import ArchitectureDistribution, conditional_labels, most_probable
+from nni_udc.strategies.architecture import ArchitectureDistribution, conditional_labels, local_search, most_probable
 from nni_udc.strategies.expected_cost import ExpectedCost, compile_expression
 from nni_udc.strategies.finetune import finetune
 from nni_udc.strategies.penalty import LinearPenalty, TargetPenalty
@@ -159,11 +161,16 @@ class UDC(DARTS):
         candidates: with ``target``, this many most probable architectures within budget are scored by the
             supernet's loss on the evaluator's validation (architecture) data; the best is exported.
             1 exports the most probable one.
+        refine: with ``target``, at most this many rounds of local search after that: every single-label
+            change within budget is scored by the supernet's loss and the best improvement is taken (the
+            supernet as an accuracy predictor; 0 turns it off).
         finetune_epochs: epochs of quantisation-aware fine-tuning in :meth:`finetune` (default of its ``epochs``).
         finetune_learning_rate: learning rate of the fine-tuning (default: the evaluator's).
         report_costs: names of the costs measured exactly on the final model (default: all generic costs
             and all of the hardware target's).
         seed: seeds architecture parameters and training, so two searches give the same architecture.
+        supernet_weights: start the supernet from weights saved by :meth:`save_supernet` (a path or a state
+            dict) instead of from scratch: one supernet trained once serves every target of a Pareto sweep.
         mutation_hooks: extra hooks, run before nni-udc's and NNI's.
 
     The evaluator's ``train_dataloaders`` train the weights and its ``val_dataloaders`` the architecture
@@ -178,9 +185,11 @@ class UDC(DARTS):
                  step_size: float = 1.0, reference: float | None = None, example_input: Any = None,
                  arc_learning_rate: float = 1e-2, warmup_epochs: int = 0,
                  temperature: float | tuple[float, float] | None = None, gumbel: bool = False, candidates: int = 1,
+                 refine: int = 0,
                  finetune_epochs: int = 0, finetune_learning_rate: float | None = None,
-                 report_costs: Sequence[str] | None = None,
-                 seed: int | None = None, mutation_hooks: list | None = None, **kwargs: Any) -> None:
+                 report_costs: Sequence[str] | None = None, seed: int | None = None,
+                 supernet_weights: str | Path | Mapping[str, torch.Tensor] | None = None,
+                 mutation_hooks: list | None = None, **kwargs: Any) -> None:
         hooks = [self._keep_memo] + list(mutation_hooks or []) + list(MIXED_OPERATION_HOOKS)
         super().__init__(arc_learning_rate=arc_learning_rate, warmup_epochs=warmup_epochs,
                          mutation_hooks=hooks, **kwargs)
@@ -199,16 +208,19 @@ class UDC(DARTS):
             raise ValueError(f"weight must be a number >= 0, but got {weight!r}")
         if not isinstance(candidates, int) or isinstance(candidates, bool) or candidates < 1:
             raise ValueError(f"candidates must be an integer >= 1, but got {candidates!r}")
+        if not isinstance(refine, int) or isinstance(refine, bool) or refine < 0:
+            raise ValueError(f"refine must be an integer >= 0, but got {refine!r}")
         for name in report_costs:
             if name not in self.cost_table:
                 raise ValueError(f"report_costs: unknown cost {name!r}; known costs are {sorted(self.cost_table)}")
         self.weight, self.target, self.step_size, self.reference = weight, target, step_size, reference
         self.example_input = example_input
-        self.temperature, self.gumbel, self.candidates = temperature, gumbel, candidates
+        self.temperature, self.gumbel, self.candidates, self.refine = temperature, gumbel, candidates, refine
         self.finetune_epochs = finetune_epochs
         self.finetune_learning_rate = finetune_learning_rate
         self.report_costs = tuple(report_costs)
         self.seed = seed
+        self.supernet_weights = supernet_weights
         # State, in the order the steps fill it: prepare_cost, mutate_model, export_result, finetune.
         self._example: Any = None
         self._profiler: CostProfiler | None = None
@@ -217,6 +229,7 @@ class UDC(DARTS):
         self._conditional: dict[str, tuple[str, Any]] = {}
         self._memo: dict[str, Any] = {}
         self.distribution: ArchitectureDistribution | None = None
+        self._supernet: nn.Module | None = None
         self._result: SearchResult | None = None
         self._final: RawFormatModelSpace | None = None
 
@@ -310,7 +323,32 @@ class UDC(DARTS):
         temperature = (lambda: float(getattr(softmax, "tau", 1.0))) if softmax is not None else (lambda: 1.0)
         self.distribution = ArchitectureDistribution(choices, logits, temperature)
         self.penalty = _LivePenalty(self._profiler, ExpectedCost(self._profiler.expression), self._rule, self.distribution)
+        if self.supernet_weights is not None:
+            self._load_weights(model, self.supernet_weights)
+        self._supernet = model
         return model
+
+    def _weight_names(self, model: nn.Module) -> list[str]:
+        """State-dict keys of the supernet's weights and buffers: everything but the architecture parameters."""
+        arch = {id(p) for p in self._memo.values() if isinstance(p, torch.Tensor)}
+        arch |= {id(p) for m in model.modules() if isinstance(m, MixedCompressedOp) for p in m.arch_parameters()}
+        names = [n for n, p in model.named_parameters(remove_duplicate=False) if id(p) in arch]
+        return [k for k in model.state_dict(keep_vars=True) if k not in names]
+
+    def save_supernet(self, path: str | Path) -> None:
+        """Save the supernet's weights (not its architecture parameters) for ``supernet_weights=`` of later searches."""
+        if self._supernet is None:
+            raise RuntimeError("UDC.save_supernet needs a supernet: run the experiment (or mutate_model) first")
+        state = self._supernet.state_dict()
+        torch.save({k: state[k] for k in self._weight_names(self._supernet)}, path)
+
+    def _load_weights(self, model: nn.Module, weights: str | Path | Mapping[str, torch.Tensor]) -> None:
+        state = torch.load(weights, weights_only=True) if isinstance(weights, (str, Path)) else weights
+        expected = set(self._weight_names(model))
+        if set(state) != expected:
+            raise ValueError(f"supernet_weights do not fit this space's supernet: missing {sorted(expected - set(state))[:5]}, "
+                             f"unexpected {sorted(set(state) - expected)[:5]}")
+        model.load_state_dict(state, strict=False)
 
     # ----- result ------------------------------------------------------------------------------------
     def list_models(self, sort: bool = True, limit: int | None = 1) -> Iterator[RawFormatModelSpace]:
@@ -353,48 +391,59 @@ class UDC(DARTS):
 
         The search steered the *expected* cost; the most probable single architecture can land above or
         below it. Architectures are listed in decreasing joint probability, the first ``candidates`` within
-        budget are scored on validation batches by the supernet, and the lowest loss wins.
+        budget are scored by the supernet's loss on fixed architecture-data batches and the lowest wins;
+        with ``refine``, single-label moves within budget that lower that loss are then taken, best first.
         """
-        profiler = self._profiler
         budget = self.target * self._rule.reference
-        cost = _compiled_cost(profiler.expression)
+        cost = _compiled_cost(self._profiler.expression)
         found = most_probable(self.distribution, cost, budget=budget, k=self.candidates, active=self._conditional)
         if not found:
             _logger.warning("no architecture among the most probable fits the budget %.4g; exporting the cheapest "
                             "move away from the most probable one", budget)
             return _cheapest_descent(argmax, self.distribution, cost, budget)
-        if len(found) == 1:
+        if len(found) == 1 and not self.refine:
             return found[0][1]
-        losses = [self._supernet_loss(sample) for _, sample in found]
-        _logger.info("within-budget candidates: %s", [(round(lp, 3), round(loss, 4)) for (lp, _), loss in zip(found, losses)])
-        return found[min(range(len(found)), key=losses.__getitem__)][1]
+        score = _SupernetScore(self._supernet, self.distribution, self.model_space.evaluator)
+        best = min((sample for _, sample in found), key=score)
+        if self.refine:
+            best = local_search(best, self.distribution.choices, score, lambda x: cost(x) <= budget,
+                                active=self._conditional, rounds=self.refine)
+        return best
+
+
+class _SupernetScore:
+    """The supernet's loss with its architecture set to a sample, on fixed batches of the architecture data.
+
+    Batch-norm uses each batch's statistics (training mode), as weight-sharing searches score subnets;
+    running statistics and architecture parameters are restored after every call. The batches are drawn
+    once, so every sample is scored on the same data.
+    """
+
+    def __init__(self, supernet: nn.Module, distribution: ArchitectureDistribution, evaluator: Any, batches: int = 4) -> None:
+        self.supernet, self.distribution = supernet, distribution
+        self.criterion = getattr(evaluator.module, "criterion", nn.CrossEntropyLoss())
+        with torch.random.fork_rng():  # a shuffling loader draws from the global RNG
+            self.batches = list(itertools.islice(iter(evaluator.val_dataloaders), batches))
 
     @torch.no_grad()
-    def _supernet_loss(self, sample: Mapping[str, Any], batches: int = 8) -> float:
-        """The supernet's loss with the architecture set to ``sample``, on a few validation batches.
-
-        Batch-norm uses batch statistics (training mode), as weight-sharing searches score subnets;
-        running statistics and architecture parameters are restored afterwards.
-        """
-        supernet, evaluator = self.supernet, self.model_space.evaluator
-        criterion = getattr(evaluator.module, "criterion", nn.CrossEntropyLoss())
-        buffers = {k: v.clone() for k, v in supernet.state_dict().items() if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    def __call__(self, sample: Mapping[str, Any]) -> float:
+        supernet = self.supernet
+        buffers = {k: v.clone() for k, v in supernet.state_dict().items()
+                   if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
         alphas = self.distribution.state()
         was_training = supernet.training
         try:
             self.distribution.set(sample)
             supernet.train()
-            total_loss, count = 0.0, 0
-            for i, (x, y) in enumerate(evaluator.val_dataloaders):
-                if i >= batches:
-                    break
-                total_loss += float(criterion(supernet(x), y)) * len(y)
+            total, count = 0.0, 0
+            for x, y in self.batches:
+                total += float(self.criterion(supernet(x), y)) * len(y)
                 count += len(y)
         finally:
             self.distribution.restore(alphas)
             supernet.load_state_dict(buffers, strict=False)
             supernet.train(was_training)
-        return total_loss / max(count, 1)
+        return total / max(count, 1)
 
 
 def _compiled_cost(expression: Any) -> Callable[[Mapping[str, Any]], float]:
