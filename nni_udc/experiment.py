@@ -222,7 +222,7 @@ def run_search(config: ExperimentConfig, *, target: float | None = None, weight:
     outcome = SearchOutcome(sample=sample, accuracy=float(val), test_accuracy=accuracy(model, splits.test),
                             costs=dict(costs), reference_costs=dict(reference), cost=config.hardware.cost or "",
                             seconds=time.time() - started, model=model)
-    _write(outcome, output, config, target=target, weight=weight)  # what the search used, file or arguments
+    _write(outcome, output, config, target=target, weight=weight, supernet=str(supernet) if supernet else None)  # what the search used, file or arguments
     return outcome
 
 

@@ -63,3 +63,17 @@ def test_set_selects_a_sample_and_restore_undoes_it():
     assert dist.argmax() == {"a": 3, "b": 2, "c": 0.5, "d": 1}
     dist.restore(state)
     assert all(torch.equal(dist.logits(lb), state[lb]) for lb in state)
+
+
+def test_fixed_labels_give_the_most_probable_architecture_given_them():
+    dist = _distribution(2)
+    log_p = dist.log_probabilities()
+    every = [dict(zip(dist.choices, combo)) for combo in itertools.product(*(c.values for c in dist.choices.values()))]
+
+    def joint(sample):
+        return sum(float(log_p[lb][dist.choices[lb].values.index(v)]) for lb, v in sample.items())
+
+    for value in (1, 2, 3):
+        ((_, found),) = most_probable(dist, _cost, budget=9.0, fixed={"a": value})
+        best = max((x for x in every if x["a"] == value and _cost(x) <= 9.0), key=joint)
+        assert found["a"] == value and joint(found) == pytest.approx(joint(best))

@@ -125,17 +125,23 @@ def ranked_samples(log_probs: Mapping[str, torch.Tensor], choices: Mapping[str, 
 
 def most_probable(distribution: ArchitectureDistribution, cost: Callable[[Mapping[str, Any]], float], *,
                   budget: float, k: int = 1, active: Mapping[str, tuple[str, Any]] | None = None,
-                  max_visits: int = 20000) -> list[tuple[float, dict[str, Any]]]:
+                  fixed: Mapping[str, Any] | None = None, max_visits: int = 20000) -> list[tuple[float, dict[str, Any]]]:
     """Up to ``k`` most probable architectures with ``cost(sample) <= budget``, as ``(log-probability, sample)``.
 
     ``active`` (see :func:`conditional_labels`) says which labels only matter under one candidate of a
     ``LayerChoice``: samples that differ only in unused labels are one architecture, kept once (the
-    most probable). Stops after ``max_visits`` samples; an empty list means nothing within budget was visited.
+    most probable). ``fixed`` holds some labels at given values (the most probable architectures *given*
+    them). Stops after ``max_visits`` samples; an empty list means nothing within budget was visited.
     """
     active = active or {}
+    log_probs, choices = distribution.log_probabilities(), dict(distribution.choices)
+    for label, value in (fixed or {}).items():
+        index = choices[label].values.index(value)
+        log_probs[label] = log_probs[label][index:index + 1]
+        choices[label] = Categorical([value], label=label)
     out: list[tuple[float, dict[str, Any]]] = []
     seen: set[tuple] = set()
-    for visits, (log_p, sample) in enumerate(ranked_samples(distribution.log_probabilities(), distribution.choices)):
+    for visits, (log_p, sample) in enumerate(ranked_samples(log_probs, choices)):
         if visits >= max_visits or len(out) >= k:
             break
         key = tuple((lb, v) for lb, v in sample.items() if lb not in active or sample[active[lb][0]] == active[lb][1])

@@ -391,8 +391,10 @@ class UDC(DARTS):
 
         The search steered the *expected* cost; the most probable single architecture can land above or
         below it. Architectures are listed in decreasing joint probability, the first ``candidates`` within
-        budget are scored by the supernet's loss on fixed architecture-data batches and the lowest wins;
-        with ``refine``, single-label moves within budget that lower that loss are then taken, best first.
+        budget are scored by the supernet's loss on fixed architecture-data batches and the lowest wins.
+        With ``refine``, the most probable architecture within budget *given* each value of each label joins
+        the candidates (so that a wide, low-bit model competes with a narrow, high-bit one), and single-label
+        moves within budget that lower the loss are then taken, best first.
         """
         budget = self.target * self._rule.reference
         cost = _compiled_cost(self._profiler.expression)
@@ -403,8 +405,15 @@ class UDC(DARTS):
             return _cheapest_descent(argmax, self.distribution, cost, budget)
         if len(found) == 1 and not self.refine:
             return found[0][1]
+        starts = [sample for _, sample in found]
+        if self.refine:  # also the most probable model given each value of each label: wide-and-low-bit
+            for label, choice in self.distribution.choices.items():  # is two label changes away from narrow-and-8-bit
+                for value in choice.values:
+                    starts += [x for _, x in most_probable(self.distribution, cost, budget=budget, fixed={label: value},
+                                                           active=self._conditional, max_visits=2000)]
         score = _SupernetScore(self._supernet, self.distribution, self.model_space.evaluator)
-        best = min((sample for _, sample in found), key=score)
+        unique = {tuple(sorted(x.items(), key=lambda kv: kv[0])): x for x in starts}
+        best = min(unique.values(), key=score)
         if self.refine:
             best = local_search(best, self.distribution.choices, score, lambda x: cost(x) <= budget,
                                 active=self._conditional, rounds=self.refine)
