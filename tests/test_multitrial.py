@@ -69,8 +69,9 @@ def check_frozen_model(space: DigitsSpace, sample: dict[str, Any]) -> nn.Module:
     assert type(model.block) is BLOCK_CLASS[sample["op"]]
     assert type(model.down) is QuantConv2d
     assert type(model.head) is QuantLinear
-    assert type(model.stem[0]) is nn.Conv2d
+    assert type(model.stem[0]) is QuantConv2d
     assert model.stem[0].out_channels == sample["width"]
+    assert model.stem[0].weight_bits == sample["b_stem"]
     assert model.down.weight_bits == sample["b_down"]
     assert model.down.sparsity == sample["s_down"]
     with torch.no_grad():
