@@ -32,7 +32,7 @@ from nni_udc.strategies import UDC, TrialResult, run_multitrial
 __all__ = ["pareto_front", "run_demo"]
 
 EXAMPLE_INPUT = torch.zeros(1, 1, 8, 8)
-WIDEST = {"width": 24, "op": "conv", "b_block": 32, "s_block": 0.0, "rank": 8, "s_dass": 0.5, "b_down": 32,
+WIDEST = {"width": 24, "b_stem": 32, "op": "conv", "b_block": 32, "s_block": 0.0, "rank": 8, "s_dass": 0.5, "b_down": 32,
           "s_down": 0.0, "head_g0": 32, "head_g1": 32}
 
 
@@ -47,9 +47,9 @@ def pareto_front(results: list[TrialResult], cost: str = "memory_bits") -> list[
 
 def _baselines() -> dict[str, tuple[dict[str, Any], torch.nn.Module]]:
     """The widest architecture of the space, in float and at uniform 8 bits (weights and activations)."""
-    float_space = DigitsSpace(weight_bits=(32,), sparsity=(0.0,), head_bits=(32,), act_bits=32)
-    int8_space = DigitsSpace(weight_bits=(8,), sparsity=(0.0,), head_bits=(8,), act_bits=8)
-    int8 = {**WIDEST, "b_block": 8, "b_down": 8, "head_g0": 8, "head_g1": 8}
+    float_space = DigitsSpace(weight_bits=(32,), sparsity=(0.0,), head_bits=(32,), act_bits=32, stem_bits=(32,))
+    int8_space = DigitsSpace(weight_bits=(8,), sparsity=(0.0,), head_bits=(8,), act_bits=8, stem_bits=(8,))
+    int8 = {**WIDEST, "b_stem": 8, "b_block": 8, "b_down": 8, "head_g0": 8, "head_g1": 8}
     return {"float32 (widest)": (WIDEST, float_space.freeze(WIDEST)), "uniform 8-bit": (int8, int8_space.freeze(int8))}
 
 
@@ -57,7 +57,7 @@ def _describe(sample: dict[str, Any]) -> str:
     op = sample["op"]
     block = {"conv": f"conv w{sample['b_block']} s{sample['s_block']}", "lowrank": f"lowrank r{sample['rank']}",
              "sparse": f"dass s{sample['s_dass']}"}[op]
-    return (f"width {sample['width']} | {block} | down w{sample['b_down']} s{sample['s_down']}"
+    return (f"width {sample['width']} | stem w{sample['b_stem']} | {block} | down w{sample['b_down']} s{sample['s_down']}"
             f" | head w{sample['head_g0']}/{sample['head_g1']}")
 
 
