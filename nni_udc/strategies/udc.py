@@ -30,7 +30,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from nni.mutable import Categorical
 from nni.nas.nn.pytorch import ModelSpace
 from nni.nas.oneshot.pytorch.profiler import ExpectationProfilerPenalty
 from nni.nas.oneshot.pytorch.strategy import DARTS
