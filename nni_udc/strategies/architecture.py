@@ -31,7 +31,7 @@ from nni.mutable import Categorical
 from nni.nas.nn.pytorch import LayerChoice, MutableModule
 from torch import nn
 
-__all__ = ["ArchitectureDistribution", "conditional_labels", "local_search", "most_probable", "ranked_samples"]
+__all__ = ["ArchitectureDistribution", "used_labels", "local_search", "most_probable", "ranked_samples"]
 
 
 class ArchitectureDistribution:
@@ -124,16 +124,14 @@ def ranked_samples(log_probs: Mapping[str, torch.Tensor], choices: Mapping[str, 
 
 
 def most_probable(distribution: ArchitectureDistribution, cost: Callable[[Mapping[str, Any]], float], *,
-                  budget: float, k: int = 1, active: Mapping[str, tuple[str, Any]] | None = None,
+                  budget: float, k: int = 1, used: Callable[[Mapping[str, Any]], set[str]] | None = None,
                   fixed: Mapping[str, Any] | None = None, max_visits: int = 20000) -> list[tuple[float, dict[str, Any]]]:
     """Up to ``k`` most probable architectures with ``cost(sample) <= budget``, as ``(log-probability, sample)``.
 
-    ``active`` (see :func:`conditional_labels`) says which labels only matter under one candidate of a
-    ``LayerChoice``: samples that differ only in unused labels are one architecture, kept once (the
-    most probable). ``fixed`` holds some labels at given values (the most probable architectures *given*
+    ``used`` (see :func:`used_labels`) says which labels a sample's architecture uses: samples that differ
+    only in unused labels are one architecture, kept once (the most probable). ``fixed`` holds some labels at given values (the most probable architectures *given*
     them). Stops after ``max_visits`` samples; an empty list means nothing within budget was visited.
     """
-    active = active or {}
     log_probs, choices = distribution.log_probabilities(), dict(distribution.choices)
     for label, value in (fixed or {}).items():
         index = choices[label].values.index(value)
@@ -144,7 +142,8 @@ def most_probable(distribution: ArchitectureDistribution, cost: Callable[[Mappin
     for visits, (log_p, sample) in enumerate(ranked_samples(log_probs, choices)):
         if visits >= max_visits or len(out) >= k:
             break
-        key = tuple((lb, v) for lb, v in sample.items() if lb not in active or sample[active[lb][0]] == active[lb][1])
+        live = set(sample) if used is None else used(sample)
+        key = tuple((lb, v) for lb, v in sample.items() if lb in live)
         if key in seen:
             continue
         seen.add(key)
@@ -153,57 +152,59 @@ def most_probable(distribution: ArchitectureDistribution, cost: Callable[[Mappin
     return out
 
 
-def conditional_labels(space: nn.Module) -> dict[str, tuple[str, Any]]:
-    """``{label: (choice label, candidate)}`` for labels used only inside one candidate of a ``LayerChoice``.
+def used_labels(space: nn.Module) -> Callable[[Mapping[str, Any]], set[str]]:
+    """A function of a sample: the labels that can matter under its ``LayerChoice`` picks.
 
-    A label that appears under several candidates (or outside any choice) is always used and not listed.
+    A label matters when a module outside every unchosen candidate holds it (a ``LayerChoice`` holds its own
+    label); labels no module holds always count. Samples that differ only in unused labels (a low-rank rank
+    when the op is a conv) freeze to the same architecture.
+
+    Example:
+        >>> from nni_udc.spaces import DigitsSpace
+        >>> used = used_labels(DigitsSpace())
+        >>> sample = {lb: c.values[0] for lb, c in DigitsSpace().simplify().items()}
+        >>> sorted(set(sample) - used({**sample, 'op': 'conv'}))
+        ['rank', 's_dass']
     """
-    inside: dict[str, set[tuple[str, Any]]] = {}
-    outside: set[str] = set()
-    choices = [m for m in space.modules() if isinstance(m, LayerChoice)]
-    nested = {id(c) for choice in choices for name in choice.names for c in choice[name].modules()}
-    for choice in choices:
-        for name in choice.names:
-            for label in _labels_of(choice[name]):
-                inside.setdefault(label, set()).add((choice.label, name))
-    for module in space.modules():
-        if isinstance(module, MutableModule) and not isinstance(module, LayerChoice) and id(module) not in nested:
-            outside.update(_own_labels(module))
-    return {label: next(iter(where)) for label, where in inside.items() if len(where) == 1 and label not in outside}
+    owners: dict[str, list[str]] = {}
+    for path, module in space.named_modules():
+        if isinstance(module, MutableModule):
+            for mutable in module.mutables:
+                for label in mutable.simplify():
+                    owners.setdefault(label, []).append(path)
+    choices = {path: m for path, m in space.named_modules() if isinstance(m, LayerChoice)}
 
+    def used(sample: Mapping[str, Any]) -> set[str]:
+        unchosen = [f"{path}.{name}" for path, choice in choices.items() for name in choice.names
+                    if name != sample[choice.label]]
 
-def _own_labels(module: nn.Module) -> set[str]:
-    """Labels of a mutable module's own arguments (not of its children)."""
-    return {label for mutable in getattr(module, "mutables", []) for label in mutable.simplify()}
+        def live(path: str) -> bool:
+            return not any(path == u or path.startswith(u + ".") for u in unchosen)
 
+        return {label for label, paths in owners.items() if any(live(p) for p in paths)} | (set(sample) - set(owners))
 
-def _labels_of(module: nn.Module) -> set[str]:
-    out: set[str] = set()
-    for m in module.modules():
-        if isinstance(m, MutableModule):
-            out.update(_own_labels(m))
-    return out
+    return used
 
 
 def local_search(start: Mapping[str, Any], choices: Mapping[str, Categorical], score: Callable[[Mapping[str, Any]], float],
-                 fits: Callable[[Mapping[str, Any]], bool], *, active: Mapping[str, tuple[str, Any]] | None = None,
+                 fits: Callable[[Mapping[str, Any]], bool], *, used: Callable[[Mapping[str, Any]], set[str]] | None = None,
                  rounds: int = 5) -> dict[str, Any]:
     """Steepest descent of ``score`` over single-label changes that ``fits``: at most ``rounds`` moves.
 
-    Changes of labels the current architecture does not use (see :func:`conditional_labels`) are skipped.
+    Changes of labels the current architecture does not use (see :func:`used_labels`) are skipped.
 
     Example:
         >>> choices = {'a': Categorical([1, 2, 3], label='a'), 'b': Categorical([1, 2, 3], label='b')}
         >>> local_search({'a': 1, 'b': 1}, choices, lambda x: -(x['a'] + 2 * x['b']), lambda x: x['a'] + x['b'] <= 4)
         {'a': 1, 'b': 3}
     """
-    active = active or {}
     current = dict(start)
     here = score(current)
     for _ in range(rounds):
         best, best_score = None, here
+        live = set(current) if used is None else used(current)
         for label, choice in choices.items():
-            if label in active and current[active[label][0]] != active[label][1]:
+            if label not in live:
                 continue
             for value in choice.values:
                 if value == current[label]:

@@ -43,7 +43,7 @@ from nni_udc.evaluators.exact import model_specs
 from nni_udc.evaluators.nni_profiler import CostProfiler
 from nni_udc.evaluators.spec import LayerSpec
 from nni_udc.evaluators.targets import HardwareTarget, load_target
-from nni_udc.strategies.architecture import ArchitectureDistribution, conditional_labels, local_search, most_probable
+from nni_udc.strategies.architecture import ArchitectureDistribution, local_search, most_probable, used_labels
 from nni_udc.strategies.expected_cost import ExpectedCost, compile_expression
 from nni_udc.strategies.finetune import finetune
 from nni_udc.strategies.penalty import LinearPenalty, TargetPenalty
@@ -225,7 +225,7 @@ class UDC(DARTS):
         self._profiler: CostProfiler | None = None
         self._rule: LinearPenalty | TargetPenalty | None = None
         self._reference_costs: dict[str, float] | None = None
-        self._conditional: dict[str, tuple[str, Any]] = {}
+        self._used: Callable[[Mapping[str, Any]], set[str]] | None = None
         self._memo: dict[str, Any] = {}
         self.distribution: ArchitectureDistribution | None = None
         self._supernet: nn.Module | None = None
@@ -254,7 +254,7 @@ class UDC(DARTS):
             reference = float(CostProfiler(space, example_input, _uncompressed(self.cost)).profile(ref_sample))
         self._reference_costs = {name: float(CostProfiler(space, example_input, _uncompressed(self.cost_table[name])).profile(ref_sample))
                                  for name in self.report_costs}
-        self._conditional = conditional_labels(space)
+        self._used = used_labels(space)
         if self.target is not None:
             self._rule = TargetPenalty(target=self.target, reference=reference, step_size=self.step_size, weight=self.weight)
         else:
@@ -397,7 +397,7 @@ class UDC(DARTS):
         """
         budget = self.target * self._rule.reference
         cost = _compiled_cost(self._profiler.expression)
-        found = most_probable(self.distribution, cost, budget=budget, k=self.candidates, active=self._conditional)
+        found = most_probable(self.distribution, cost, budget=budget, k=self.candidates, used=self._used)
         if not found:
             _logger.warning("no architecture among the most probable fits the budget %.4g; exporting the cheapest "
                             "move away from the most probable one", budget)
@@ -409,13 +409,13 @@ class UDC(DARTS):
             for label, choice in self.distribution.choices.items():  # is two label changes away from narrow-and-8-bit
                 for value in choice.values:
                     starts += [x for _, x in most_probable(self.distribution, cost, budget=budget, fixed={label: value},
-                                                           active=self._conditional, max_visits=2000)]
+                                                           used=self._used, max_visits=2000)]
         score = _SupernetScore(self._supernet, self.distribution, self.model_space.evaluator)
         unique = {tuple(sorted(x.items(), key=lambda kv: kv[0])): x for x in starts}
         best = min(unique.values(), key=score)
         if self.refine:
             best = local_search(best, self.distribution.choices, score, lambda x: cost(x) <= budget,
-                                active=self._conditional, rounds=self.refine)
+                                used=self._used, rounds=self.refine)
         return best
 
 

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nni.mutable import Categorical, Mutable, MutableList, Numerical
-from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableModule
+from nni.nas.nn.pytorch import LayerChoice, ModelSpace
 
 from nni_udc.nn import (
     MutableLowRankConv2d,
@@ -62,6 +62,7 @@ from nni_udc.nn import (
     MutableSparseConv2d,
     MutableSparseLinear,
 )
+from nni_udc.strategies.architecture import used_labels
 
 __all__ = ["UniformKind", "uniform_grid", "uniform_kinds"]
 
@@ -160,29 +161,6 @@ def uniform_kinds(space: ModelSpace) -> list[UniformKind]:
             for (role, candidates), labels in kinds.items()]
 
 
-def _owners(space: ModelSpace) -> dict[str, list[str]]:
-    """label → paths of the modules that hold it (a ``LayerChoice`` holds its own label)."""
-    owners: dict[str, list[str]] = {}
-    for path, module in space.named_modules():
-        if isinstance(module, MutableModule):
-            for mutable in module.mutables:
-                for label in _labels(mutable):
-                    owners.setdefault(label, []).append(path)
-    return owners
-
-
-def _active(space_choices: dict[str, tuple[str, LayerChoice]], owners: dict[str, list[str]],
-            sample: dict[str, Any]) -> set[str]:
-    """The labels that can matter under ``sample``'s ops: held by a module outside every unchosen candidate."""
-    unchosen = [f"{path}.{name}" for path, (label, choice) in space_choices.items()
-                for name in choice.names if name != sample[label]]
-
-    def live(path: str) -> bool:
-        return not any(path == u or path.startswith(u + ".") for u in unchosen)
-
-    return {label for label, paths in owners.items() if any(live(p) for p in paths)} | (set(sample) - set(owners))
-
-
 def _combinations(kinds: Sequence[UniformKind]) -> Iterator[dict[str, Any]]:
     for values in itertools.product(*(k.values for k in kinds)):
         yield {label: value for kind, value in zip(kinds, values) for label in kind.labels}
@@ -199,19 +177,18 @@ def uniform_grid(space: ModelSpace) -> list[dict[str, Any]]:
     kinds = uniform_kinds(space)
     ops = [k for k in kinds if k.role == "op"]
     rest = [k for k in kinds if k.role != "op"]
-    owners = _owners(space)
-    space_choices = {path: (m.label, m) for path, m in space.named_modules() if isinstance(m, LayerChoice)}
+    used = used_labels(space)
     first = {label: kind.values[0] for kind in rest for label in kind.labels}
     labels = list(space.simplify())
     grid: list[dict[str, Any]] = []
     seen: set[tuple] = set()
     for chosen in _combinations(ops):
-        active = _active(space_choices, owners, {**first, **chosen})
+        active = used({**first, **chosen})
         varying = [k for k in rest if all(label in active for label in k.labels)]
         for values in _combinations(varying):
             merged = {**first, **chosen, **values}
             sample = {label: merged[label] for label in labels}
-            live = _active(space_choices, owners, sample)
+            live = used(sample)
             key = tuple((label, repr(value)) for label, value in sample.items() if label in live)
             if key not in seen:
                 seen.add(key)
