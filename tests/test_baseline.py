@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -223,8 +222,8 @@ def test_matches_ratios_and_median():
     # uniform front by test accuracy: 0 (0.93, 0.04), 1 (0.96, 0.10), 4 (0.97, 0.12), 2 (0.98, 0.30); 3 is dominated
     assert [(m.baseline.number, m.searched.number if m.searched else None) for m in matches] == [
         (0, 1), (1, 1), (4, 2), (2, None)]
-    assert [m.ratio for m in matches] == pytest.approx([2.0, 5.0, 1.5, math.inf])
-    assert median_ratio(matches) == pytest.approx(5.0)  # of 5.0, 1.5 and inf: 0.93 is below the bar
+    assert [m.ratio for m in matches] == pytest.approx([2.0, 5.0, 1.5, 0.0])  # 0: no search reaches 0.98
+    assert median_ratio(matches) == pytest.approx(1.5)  # of 5.0, 1.5 and 0 (a loss): 0.93 is below the bar
     assert median_ratio(matches, min_accuracy=0.99) is None
     assert median_ratio(matches[:3], min_accuracy=0.9) == pytest.approx(2.0)
 
@@ -243,5 +242,6 @@ def test_hypervolumes_use_test_accuracy_and_one_reference():
     assert result.search_hypervolume == pytest.approx(0.01 * 0.90 + 0.06 * 0.96 + 0.92 * 0.975)
     assert result.baseline_hypervolume == pytest.approx(0.06 * 0.93 + 0.02 * 0.96 + 0.18 * 0.97 + 0.70 * 0.98)
     text = format_comparison(result, cost="memory_bits")
-    assert "median ratio over the 3 uniform front points with test accuracy >= 0.95: 5.00x" in text
+    assert "median ratio over the 3 uniform front points with test accuracy >= 0.95: 1.50x" in text
+    assert "0 (not reached)" in text
     assert "search never worse than uniform there: no" in text

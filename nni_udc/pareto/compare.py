@@ -5,7 +5,8 @@ accuracy: the searches chose their models on validation accuracy, so the test sp
 
 For each point of the baseline's front (non-dominated by test accuracy and relative cost) the comparison
 finds the smallest searched model at least as accurate on test, and the size ratio ``baseline cost ÷
-searched cost`` (``inf`` when no searched model is that accurate). It summarises the ratios of the baseline
+searched cost``; when no searched model is that accurate the ratio is ``0``: the search cannot reach that
+point at any size, a loss that must pull the median down (``inf`` there once read as a win). It summarises the ratios of the baseline
 front points with test accuracy ≥ ``min_accuracy`` (0.95) by their median and says whether the search is
 *never worse* there: every such baseline point has a searched point at least as accurate and no larger.
 Both fronts' hypervolumes use the same reference point.
@@ -43,9 +44,10 @@ class Match:
 
     @property
     def ratio(self) -> float:
-        """``baseline cost ÷ searched cost``: how many times smaller the searched model is (``inf``: none found)."""
+        """``baseline cost ÷ searched cost``: how many times smaller the searched model is (``0``: no searched
+        model is as accurate, so the search loses this point whatever its sizes)."""
         if self.searched is None:
-            return math.inf
+            return 0.0
         if self.searched.relative_cost <= 0:
             return math.inf
         return self.baseline.relative_cost / self.searched.relative_cost
@@ -107,9 +109,11 @@ def compare(baseline: Sequence[Point], searched: Sequence[Point], *, reference: 
                       hypervolume(baseline, reference, accuracy="test_accuracy"), reference)
 
 
-def _ratio(value: float | None) -> str:
+def _ratio(value: float | None, reached: bool = True) -> str:
     if value is None:
         return "none"
+    if not reached:
+        return "0 (not reached)"
     return "inf" if math.isinf(value) else f"{value:.2f}x"
 
 
@@ -124,7 +128,7 @@ def format_comparison(comparison: Comparison, *, cost: str) -> str:
         mark = "*" if (b.test_accuracy or 0.0) >= comparison.min_accuracy else ""
         rows.append([f"{b.number}{mark}", f"{b.test_accuracy:.3f}", f"{b.relative_cost:.4f}", size(b),
                      str(s.number) if s else "none", f"{s.test_accuracy:.3f}" if s else "-",
-                     f"{s.relative_cost:.4f}" if s else "-", size(s) if s else "-", _ratio(m.ratio)])
+                     f"{s.relative_cost:.4f}" if s else "-", size(s) if s else "-", _ratio(m.ratio, s is not None)])
     table = format_table(["uniform", "test acc", "relative cost", cost, "searched", "test acc", "relative cost", cost,
                           "ratio"], rows)
     bar = f"{comparison.min_accuracy:g}"
