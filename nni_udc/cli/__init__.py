@@ -52,14 +52,14 @@ def _number(what: str, ok: Callable[[float], bool]) -> Callable[[str], float]:
             value = float(text)
         except ValueError:
             value = math.nan
-        if not ok(value):
+        if not math.isfinite(value) or not ok(value):  # 'inf' parses as a float: refused, as the YAML refuses it
             raise argparse.ArgumentTypeError(f"must be {what}, but got {text!r}")
         return value
     return parse
 
 
 _fraction = _number("a number in (0, 1]", lambda v: 0 < v <= 1)
-_nonnegative = _number("a number >= 0", lambda v: v >= 0)
+_nonnegative = _number("a finite number >= 0", lambda v: v >= 0)
 
 
 def _targets(text: str) -> tuple[float, ...]:
@@ -318,6 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from nni_udc.config import ConfigError
 
+    failures: tuple[type[Exception], ...] = (ConfigError,)
+    if args.command in ("search", "pareto", "baseline"):  # they train: training that diverged ends in one line too
+        from nni_udc.evaluators.divergence import DivergedError
+
+        failures = (ConfigError, DivergedError)
     try:
         if args.command == "search":
             _search(args)
@@ -328,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "baseline":
             _baseline(args)
             return 0
-    except ConfigError as error:
+    except failures as error:
         parser.exit(2, f"nni-udc {args.command}: error: {error}\n")
     except KeyboardInterrupt:
         parser.exit(130, f"\nnni-udc {args.command}: interrupted; finished searches and baseline models are kept: "
