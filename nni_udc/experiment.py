@@ -38,7 +38,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from nni_udc._manifest import manifest_in
 from nni_udc.config import ONE_SHOT, ConfigError, ExperimentConfig
+from nni_udc.evaluators.divergence import DivergedError, DivergenceCheck, check_finite
 from nni_udc.pareto import Comparison, Point, read_baseline, write_baseline
 from nni_udc.pareto.baseline import BASELINE_CSV, BASELINE_JSON
 
@@ -167,7 +169,8 @@ def _evaluator(config: ExperimentConfig, output: Path, *, progress: bool, logger
     return classification_evaluator(config.data.name, epochs=config.training.epochs,
                                     batch_size=config.training.batch_size, learning_rate=config.training.learning_rate,
                                     seed=config.data.seed, logger=tb, enable_progress_bar=progress,
-                                    arch_split=ARCH_SPLIT if config.strategy.one_shot else None)
+                                    arch_split=ARCH_SPLIT if config.strategy.one_shot else None,
+                                    callbacks=[DivergenceCheck()])  # a diverged search stops at once
 
 
 def _finetune_loaders(config: ExperimentConfig) -> dict[str, Any]:
@@ -191,15 +194,29 @@ def run_search(config: ExperimentConfig, *, target: float | None = None, weight:
         >>> outcome.relative_cost <= 0.1                                   # doctest: +SKIP
         True
     """
+    strategy = build_strategy(config, target=target, weight=weight, supernet=supernet)  # a wrong file fails first
+    target, weight = resolve_budget(config, target=target, weight=weight)
+    output = Path(output if output is not None else config.output)
+    output.mkdir(parents=True, exist_ok=True)
+    try:
+        with manifest_in(output / "nni-experiments"):  # NNI's bookkeeping stays in the run, not in ~ (_manifest.py)
+            outcome = _search(config, strategy, output, target=target, progress=progress, logger=logger)
+    except DivergedError as error:
+        hint = " or the penalty weight" if config.strategy.one_shot else ""
+        raise DivergedError(f"{config.path}: the search diverged: {error}; lower training.learning_rate "
+                            f"({config.training.learning_rate:g}){hint}") from None
+    _write(outcome, output, config, target=target, weight=weight, supernet=str(supernet) if supernet else None)  # what the search used, file or arguments
+    return outcome
+
+
+def _search(config: ExperimentConfig, strategy: Any, output: Path, *, target: float | None, progress: bool,
+            logger: bool) -> SearchOutcome:
+    """The search of :func:`run_search`, written nowhere yet; a non-finite loss or weight raises DivergedError."""
     from nni.nas.experiment import NasExperiment, NasExperimentConfig
 
     from nni_udc.data import load_dataset
     from nni_udc.evaluators.training import accuracy
 
-    strategy = build_strategy(config, target=target, weight=weight, supernet=supernet)  # a wrong file fails first
-    target, weight = resolve_budget(config, target=target, weight=weight)
-    output = Path(output if output is not None else config.output)
-    output.mkdir(parents=True, exist_ok=True)
     started = time.time()
     torch.manual_seed(config.seed)
     splits = load_dataset(config.data.name, seed=config.data.seed)
@@ -209,8 +226,11 @@ def run_search(config: ExperimentConfig, *, target: float | None = None, weight:
         nni_config = NasExperimentConfig("sequential", "raw")
         nni_config.experiment_working_directory = str((output / "nni-experiments").resolve())
         experiment = NasExperiment(space, evaluator, strategy, nni_config)
-        experiment.run(debug=False)
-        model = experiment.export_top_models(formatter="instance")[0]
+        try:
+            experiment.run(debug=False)
+            model = experiment.export_top_models(formatter="instance")[0]
+        finally:  # NNI stops a finished experiment only at exit, after manifest_in has ended (its manifest: in ~)
+            experiment.stop()
         if config.training.finetune_epochs > 0:  # on all training data; reported on the unseen validation split
             strategy.finetune(**_finetune_loaders(config))
         result = strategy.result
@@ -219,11 +239,10 @@ def run_search(config: ExperimentConfig, *, target: float | None = None, weight:
     else:
         model, sample, costs, reference, val = _multi_trial(config, space, strategy, evaluator, splits, output, progress,
                                                             target=target)
-    outcome = SearchOutcome(sample=sample, accuracy=float(val), test_accuracy=accuracy(model, splits.test),
-                            costs=dict(costs), reference_costs=dict(reference), cost=config.hardware.cost or "",
-                            seconds=time.time() - started, model=model)
-    _write(outcome, output, config, target=target, weight=weight, supernet=str(supernet) if supernet else None)  # what the search used, file or arguments
-    return outcome
+    check_finite(model, where="the found model")  # fine-tuning has no DivergenceCheck of its own
+    return SearchOutcome(sample=sample, accuracy=float(val), test_accuracy=accuracy(model, splits.test),
+                         costs=dict(costs), reference_costs=dict(reference), cost=config.hardware.cost or "",
+                         seconds=time.time() - started, model=model)
 
 
 def train_supernet(config: ExperimentConfig, *, epochs: int, output: str | Path | None = None,

@@ -7,6 +7,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from nni_udc.data import DatasetSplits
+from nni_udc.evaluators.divergence import check_finite, check_loss
 
 __all__ = ["accuracy", "train_classifier"]
 
@@ -25,6 +26,8 @@ def train_classifier(model: nn.Module, splits: DatasetSplits, *, epochs: int = 1
                      batch_size: int = 64, seed: int = 0) -> dict[str, float]:
     """Train with Adam and cosine decay on ``splits.train``; return validation and test accuracy.
 
+    A non-finite loss or weight raises :class:`~nni_udc.evaluators.divergence.DivergedError`.
+
     Example:
         >>> from nni_udc.data import load_digits_splits
         >>> net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
@@ -36,11 +39,14 @@ def train_classifier(model: nn.Module, splits: DatasetSplits, *, epochs: int = 1
     loader = DataLoader(splits.train, batch_size=batch_size, shuffle=True, generator=generator)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * len(loader))
-    for _ in range(epochs):
+    for epoch in range(epochs):
         model.train()
-        for x, y in loader:
+        for step, (x, y) in enumerate(loader):
             optimizer.zero_grad()
-            F.cross_entropy(model(x), y).backward()
+            loss = F.cross_entropy(model(x), y)
+            check_loss(loss, where=f"epoch {epoch}, step {step}")  # nan weights would still "predict" one class
+            loss.backward()
             optimizer.step()
             schedule.step()
+    check_finite(model, where=f"end of epoch {epochs - 1}")
     return {"val": accuracy(model, splits.val), "test": accuracy(model, splits.test)}
