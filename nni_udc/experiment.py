@@ -23,6 +23,7 @@ import copy
 import fcntl
 import json
 import logging
+import math
 import multiprocessing
 import os
 import socket
@@ -534,16 +535,19 @@ def run_pareto(config: ExperimentConfig, *, progress: bool = True, inner_progres
 
     Each trial runs :func:`run_search` with one cost target (or λ) into ``output/trials/NNN/`` and stores the
     architecture, accuracies and every reported cost as trial attributes. The loop ends when the study has
-    ``pareto.trials`` completed trials, whichever worker completed them. Then, with ``pareto.baseline``, it
+    ``pareto.trials`` completed trials, whichever worker completed them: it waits for the searches other workers
+    run, and retries a search whose process died (:func:`~nni_udc.pareto.study.run_until_complete`). A search
+    whose training diverges is a failed trial, its reason in the user attribute ``failure``, and the study goes
+    on; after ``pareto.trials`` diverged searches it gives up with :class:`DivergedError`. Then, with ``pareto.baseline``, it
     runs (or reuses) :func:`run_baseline` into the same directory, draws it beside the searches and compares
     the two by test accuracy (:func:`~nni_udc.pareto.compare`).
     """
     import optuna
-    from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
     from tqdm import tqdm
 
-    from nni_udc.pareto.study import enough
+    from nni_udc.pareto.owners import FAILURE, claim
+    from nni_udc.pareto.study import enough, requeue, run_until_complete
     from nni_udc.pareto import compare, finished, hypervolume, non_dominated, open_study, plot_front, suggest
     from nni_udc.pareto import write_front
 
@@ -563,20 +567,28 @@ def run_pareto(config: ExperimentConfig, *, progress: bool = True, inner_progres
         if progress:
             print(f"training the shared supernet for {p.supernet_epochs} epochs (once per study; "
                   f"{config.output / 'supernet.pt'})", flush=True)
-        supernet = train_supernet(config, epochs=p.supernet_epochs, progress=inner_progress)
+        with manifest_in(config.output / "nni-experiments"):
+            supernet = train_supernet(config, epochs=p.supernet_epochs, progress=inner_progress)
     bar = tqdm(total=p.trials, initial=min(done, p.trials), desc="pareto searches", unit="search", disable=not progress)
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
+        claim(trial)  # killed, this trial is retried as soon as a worker on this host runs (pareto/owners.py)
+        value = suggest(trial, p.variable, p.low, p.high)
         if enough(study, trial, p.trials):  # another worker runs the last searches: do no extra work
+            requeue(study, trial)
             study.stop()
             raise optuna.TrialPruned("the study has enough searches")
-        value = suggest(trial, p.variable, p.low, p.high)
         out = config.output / "trials" / f"{trial.number:04d}"
         bar.set_postfix({p.variable: f"{value:.3g}", "trial": trial.number})
         try:
             outcome = run_search(config, output=out, progress=inner_progress, supernet=supernet, **{p.variable: value})
+            _check_finite_outcome(outcome)
         except KeyboardInterrupt:  # Ctrl-C: this value is searched again when the run resumes
             study.enqueue_trial({p.variable: value})
+            raise
+        except DivergedError as error:  # FAIL, with the reason; the study goes on (run_until_complete)
+            trial.set_user_attr(FAILURE, str(error))
+            trial.set_user_attr(DIVERGED, True)
             raise
         for key, val in (("architecture", outcome.sample), ("test_accuracy", outcome.test_accuracy),
                          ("costs", outcome.costs), ("reference_costs", outcome.reference_costs),
@@ -590,11 +602,12 @@ def run_pareto(config: ExperimentConfig, *, progress: bool = True, inner_progres
             bar.n = min(len(finished(study)), p.trials)
             bar.refresh()
 
-    remaining = p.trials - done
+    def diverged() -> list[optuna.trial.FrozenTrial]:
+        return [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.user_attrs.get(DIVERGED)]
+
     try:
-        if remaining > 0:
-            study.optimize(objective, n_trials=remaining, gc_after_trial=True,
-                           callbacks=[MaxTrialsCallback(p.trials, states=(TrialState.COMPLETE,)), on_trial])
+        run_until_complete(study, objective, p.trials, catch=(DivergedError,), callbacks=[on_trial],
+                           give_up=lambda: len(diverged()) >= p.trials)  # more would most likely diverge too
     finally:
         bar.close()
     points = study_points(study)
@@ -603,6 +616,10 @@ def run_pareto(config: ExperimentConfig, *, progress: bool = True, inner_progres
     csv_path, json_path = write_front(front, config.output, cost=config.hardware.cost or "", hv=hv,
                                       reference=p.reference_point, variable=p.variable, points=points)
     files = {"csv": csv_path, "json": json_path}
+    failed = diverged()
+    if len(points) < p.trials and failed:  # given up: the baseline, trained the same way, would diverge too
+        raise DivergedError(f"{len(failed)} searches of the study diverged and {len(points)} of {p.trials} completed "
+                            f"(front: {csv_path}); the last: {failed[-1].user_attrs[FAILURE]}")
     baseline = run_baseline(config, progress=progress) if p.baseline else None
     comparison = None
     if baseline is not None:
@@ -613,3 +630,16 @@ def run_pareto(config: ExperimentConfig, *, progress: bool = True, inner_progres
                                                  title=f"{config.name}: {len(front)} of {len(points)} searches on the front",
                                                  baseline=baseline.points if baseline is not None else ())
     return ParetoOutcome(points, front, hv, files, baseline, comparison)
+
+
+#: user attribute of a Pareto trial whose search diverged (a FAIL that is not retried)
+DIVERGED = "diverged"
+
+
+def _check_finite_outcome(outcome: SearchOutcome) -> None:
+    """A search's numbers, all finite: what is not would reach the front files."""
+    numbers = {"accuracy": outcome.accuracy, "test_accuracy": outcome.test_accuracy,
+               "relative_cost": outcome.relative_cost, **{f"costs.{k}": v for k, v in outcome.costs.items()}}
+    bad = {name: value for name, value in numbers.items() if not math.isfinite(value)}
+    if bad:
+        raise DivergedError(f"the search gave non-finite results: {bad}")

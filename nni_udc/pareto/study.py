@@ -7,8 +7,11 @@ then the sampler (TPE by default) fills the gaps in the front.
 
 Storage: an SQLite file by default. Trials keep a heartbeat (``RDBStorage``), so a trial whose process
 was killed is marked failed and retried with the same value by the next worker that runs
-(``RetryHeartbeatStaleTrialCallback``); finished trials are never run again. PostgreSQL URLs let several
-workers on several machines share one study; ``journal:FILE`` uses Optuna's journal file (no heartbeat).
+(``RetryHeartbeatStaleTrialCallback``); finished trials are never run again. A trial whose process died on
+this host is retried at once, heartbeat or not (:mod:`~nni_udc.pareto.owners`), and
+:func:`run_until_complete` ends only when the study has its completed trials, waiting for the trials other
+workers still run. PostgreSQL URLs let several workers on several machines share one study;
+``journal:FILE`` uses Optuna's journal file (no heartbeat).
 
 Example:
     >>> initial_values(0.01, 1.0, 3)
@@ -16,19 +19,25 @@ Example:
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import optuna
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.trial import TrialState
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.study import MaxTrialsCallback
+from optuna.trial import FrozenTrial, TrialState
 
-__all__ = ["DIRECTIONS", "OBJECTIVES", "enough", "finished", "initial_values", "make_sampler", "open_study", "suggest"]
+from nni_udc.pareto.owners import retry_dead
+
+__all__ = ["DIRECTIONS", "OBJECTIVES", "enough", "finished", "initial_values", "make_sampler", "open_study", "requeue",
+           "run_until_complete", "suggest"]
 
 #: the objectives, in order, and their directions
 OBJECTIVES = ("accuracy", "relative_cost")
@@ -119,3 +128,63 @@ def enough(study: optuna.Study, trial: optuna.trial.BaseTrial, trials: int) -> b
     states = (TrialState.COMPLETE, TrialState.RUNNING)
     others = [t for t in study.get_trials(deepcopy=False, states=states) if t.number != trial.number]
     return len(others) >= trials
+
+
+def requeue(study: optuna.Study, trial: optuna.trial.BaseTrial) -> None:
+    """Put a trial that came from the queue (an initial value, a retry) back into it, as it was.
+
+    A worker that finds the study already has enough searches prunes the trial it just asked for; a queued
+    value must not be lost with it. Trials the sampler proposed are not queued again.
+    """
+    system = trial.system_attrs
+    if "fixed_params" not in system and "failed_trial" not in system:
+        return
+    kept = {k: v for k, v in system.items() if k in ("failed_trial", "retry_history")}
+    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, params=trial.params,
+                                              distributions=trial.distributions, system_attrs=kept))
+
+
+@contextmanager
+def _one_line_failures(catch: tuple[type[Exception], ...]) -> Iterator[None]:
+    """Optuna logs a caught failure with its traceback; for the failures the loop expects, the message suffices."""
+    def drop_traceback(record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], catch):
+            record.exc_info = None
+        return True
+
+    logger = logging.getLogger("optuna.study._optimize")
+    logger.addFilter(drop_traceback)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop_traceback)
+
+
+def run_until_complete(study: optuna.Study, objective: Callable[[optuna.Trial], Any], trials: int, *,
+                       catch: tuple[type[Exception], ...] = (),
+                       callbacks: Sequence[Callable[[optuna.Study, FrozenTrial], None]] = (),
+                       give_up: Callable[[], bool] = lambda: False, poll: float = 1.0) -> None:
+    """Run ``objective`` until ``study`` has ``trials`` completed trials, whichever worker completes them.
+
+    Before each round, trials whose process died on this host are failed and queued again
+    (:func:`~nni_udc.pareto.owners.retry_dead`) and stale heartbeats are failed (and retried, by the storage's
+    callback). While the trials other workers run would complete the study, this worker waits (``poll``
+    seconds at a time) instead of searching more: should one of those workers die, its trial is retried here.
+    Trials failing with an exception of ``catch`` are FAIL and the loop goes on; ``give_up`` ends it early
+    (e.g. when too many searches failed).
+    """
+    while True:
+        retry_dead(study)
+        with warnings.catch_warnings():  # Optuna calls the heartbeat helpers "experimental"
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            fail_stale_trials(study)
+        complete = len(finished(study))
+        if complete >= trials or give_up():
+            return
+        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+        if complete + running >= trials:
+            time.sleep(poll)
+            continue
+        with _one_line_failures(catch):
+            study.optimize(objective, n_trials=trials - complete - running, catch=catch, gc_after_trial=True,
+                           callbacks=[MaxTrialsCallback(trials, states=(TrialState.COMPLETE,)), *callbacks])
