@@ -1,9 +1,12 @@
-"""YAML experiment files, validated into dataclasses.
+"""YAML experiment files, validated into frozen dataclasses.
 
 One file describes one search (``nni-udc search``), the outer loop that repeats it over cost targets
-(``nni-udc pareto``) and the uniform-compression baseline it is compared with (``nni-udc baseline``). Every section and field is optional except ``space``; the defaults run the UDC
-one-shot search on the digits space and data set. A wrong file gives a :class:`ConfigError` that names
-the file, the field, the bad value and what is allowed.
+(``nni-udc pareto``) and the uniform-compression baseline it is compared with (``nni-udc baseline``). Every
+section and field is optional except ``space``; the defaults run the UDC one-shot search on the digits space
+and data set. Each field states its default and its rule once, in the dataclass below; names (strategies,
+samplers, data sets, outer variables) are checked against :mod:`nni_udc.registry`. A wrong file gives a
+:class:`ConfigError` that names the file, the field, the bad value (cut to a readable length) and what is
+allowed. Command-line options go through the same rules (``overrides``; :func:`option_type`).
 
 Example file (``examples/udc-digits.yaml``)::
 
@@ -25,124 +28,303 @@ Example:
     Traceback (most recent call last):
     ...
     nni_udc.config.ConfigError: x.yaml: training.epochs: must be an integer >= 1, but got 0
+    >>> parse_config({"space": "digits"}, "x.yaml", overrides={"pareto.trials": 3}).pareto.trials
+    3
 """
 from __future__ import annotations
 
+import argparse
 import math
-from dataclasses import dataclass, field, fields
+import reprlib
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from nni_udc.registry import DATASETS, SAMPLERS, STRATEGIES, VARIABLES, Registry, Variable
+
 __all__ = [
     "BASELINE",
-    "ONE_SHOT",
+    "MAX_INITIAL",
+    "MAX_TRIALS",
     "MULTI_TRIAL",
-    "STRATEGIES",
-    "SAMPLERS",
+    "ONE_SHOT",
     "ConfigError",
+    "DataConfig",
     "ExperimentConfig",
+    "HardwareConfig",
+    "ParetoConfig",
+    "SearchConfig",
+    "SpaceConfig",
+    "StrategyConfig",
+    "TrainingConfig",
+    "brief",
+    "clip",
     "load_config",
+    "option_type",
     "parse_config",
 ]
 
-#: one-shot strategies (the UDC presets) and NNI's multi-trial strategies, by their YAML names
-ONE_SHOT = ("udc", "haloc", "channel-mixed-precision", "dass")
-MULTI_TRIAL = ("regularized-evolution", "random", "tpe", "grid-search")
-#: the uniform-compression baseline grid (trains every model of it; see nni_udc.strategies.uniform)
-BASELINE = ("uniform",)
-STRATEGIES = ONE_SHOT + MULTI_TRIAL + BASELINE
-#: Optuna samplers of the outer loop
-SAMPLERS = ("tpe", "gp", "random", "qmc", "nsga2")
-DATASETS = ("digits", "mnist1d")
+#: strategy names by kind, as registered in nni_udc.registry.STRATEGIES
+ONE_SHOT = STRATEGIES.where(lambda entry: entry.kind == "one-shot")
+MULTI_TRIAL = STRATEGIES.where(lambda entry: entry.kind == "multi-trial")
+BASELINE = STRATEGIES.where(lambda entry: entry.kind == "baseline")
+#: the most searches one study may ask for, and the most values enqueued before the sampler takes over
+MAX_TRIALS = 10_000
+MAX_INITIAL = 100
+#: YAML aliases can multiply a small file into a huge document ("billion laughs"); no experiment needs this many nodes
+_MAX_NODES = 100_000
 
 
 class ConfigError(ValueError):
     """A malformed experiment file: names the file, the field, the bad value and what is allowed."""
 
 
-@dataclass
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxtuple, _REPR.maxdict, _REPR.maxset = 3, 4, 4, 4, 4
+_REPR.maxstring, _REPR.maxother, _REPR.maxlong = 60, 60, 40
+
+
+def brief(value: Any, limit: int = 120) -> str:
+    """``repr(value)`` cut to a readable length, in bounded time even for a huge or self-similar value.
+
+    Example:
+        >>> brief(list(range(100)))
+        '[0, 1, 2, 3, ...]'
+    """
+    text = _REPR.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def clip(text: str, limit: int = 200) -> str:
+    """The first line of ``text`` cut to ``limit`` characters (a message quoted inside another)."""
+    line = text.splitlines()[0] if text else ""
+    return line if len(line) <= limit else line[:limit - 3] + "..."
+
+
+# ----- rules: one per field, stating what is allowed --------------------------------------------------------
+
+class _Invalid(Exception):
+    """Raised by a rule; ``allowed`` completes "must be ..."."""
+
+    def __init__(self, allowed: str) -> None:
+        super().__init__(allowed)
+        self.allowed = allowed
+
+
+@dataclass(frozen=True)
+class _Integer:
+    minimum: int = 1
+    maximum: int | None = None
+    optional: bool = False
+
+    def __call__(self, value: Any) -> int | None:
+        if value is None and self.optional:
+            return None
+        if (isinstance(value, bool) or not isinstance(value, int) or value < self.minimum
+                or (self.maximum is not None and value > self.maximum)):
+            bound = f">= {self.minimum}" if self.maximum is None else f"from {self.minimum} to {self.maximum:,}"
+            raise _Invalid(f"an integer {bound}" + (" (or null)" if self.optional else ""))
+        return value
+
+
+@dataclass(frozen=True)
+class _Number:
+    low: float = 0.0
+    high: float = math.inf
+    open_low: bool = True
+    optional: bool = False
+
+    def __call__(self, value: Any) -> float | None:
+        if value is None and self.optional:
+            return None
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+              and (value > self.low if self.open_low else value >= self.low) and value <= self.high)
+        if not ok:
+            bound = f"> {self.low:g}" if self.open_low else f">= {self.low:g}"
+            text = f"a number {bound} and <= {self.high:g}" if self.high < math.inf else f"a finite number {bound}"
+            raise _Invalid(text + (" (or null)" if self.optional else ""))
+        return float(value)
+
+
+@dataclass(frozen=True)
+class _Text:
+    choices: Registry[Any] | None = None
+    optional: bool = False
+
+    def __call__(self, value: Any) -> str | None:
+        if value is None and self.optional:
+            return None
+        if not isinstance(value, str) or not value:
+            raise _Invalid("a non-empty string" + (" (or null)" if self.optional else ""))
+        if self.choices is not None and value not in self.choices:
+            raise _Invalid(f"one of {', '.join(self.choices)}")
+        return value
+
+
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid("true or false")
+    return value
+
+
+def _arguments(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise _Invalid("a mapping of argument names to values")
+    return dict(value)
+
+
+def _temperature(value: Any) -> float | tuple[float, float] | None:
+    allowed = "a number > 0, a list [start, end] of two, or null"
+    if isinstance(value, list):
+        if len(value) != 2:
+            raise _Invalid(allowed)
+        try:
+            start, end = (_Number()(v) for v in value)
+        except _Invalid:
+            raise _Invalid(allowed) from None
+        return float(start), float(end)  # type: ignore[arg-type]
+    try:
+        return _Number(optional=True)(value)
+    except _Invalid:
+        raise _Invalid(allowed) from None
+
+
+def _reference_point(value: Any) -> tuple[float, float]:
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+            or not 0 <= value[0] < 1 or value[1] <= 0):
+        raise _Invalid("[accuracy, relative cost]: accuracy in [0, 1) and a cost > 0")
+    return float(value[0]), float(value[1])
+
+
+_STORAGE = ("an SQLAlchemy URL (sqlite:///FILE, postgresql+psycopg2://USER@HOST/DB) or journal:FILE")
+
+
+def _storage(value: Any) -> str | None:
+    """An Optuna storage URL; a file (SQLite, journal) must lie in an existing directory."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith(("sqlite:///", "postgresql", "mysql", "journal:")):
+        raise _Invalid(_STORAGE)
+    if value.startswith(("sqlite:///", "journal:")):
+        file = value[len("sqlite:///"):] if value.startswith("sqlite") else value[len("journal:"):]
+        if not file or file.endswith("/"):
+            raise _Invalid(f"{_STORAGE} naming a file")
+        folder = Path(file).parent
+        if not folder.is_dir():
+            raise _Invalid(f"a file in an existing directory ({str(folder)!r} is not one)")
+        if Path(file).is_dir():
+            raise _Invalid(f"a file, not a directory")
+        return value
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        make_url(value).get_dialect()
+    except (ArgumentError, NoSuchModuleError, ValueError) as error:
+        raise _Invalid(f"{_STORAGE} ({clip(str(error), 80)})") from None
+    except ImportError as error:  # the dialect's driver is not installed
+        raise _Invalid(f"a URL whose database driver is installed ({error.name or error})") from None
+    return value
+
+
+def _rule(default: Any, check: Callable[[Any], Any]) -> Any:
+    """A field with its default and its rule, stated once."""
+    return field(default=default, metadata={"rule": check})
+
+
+def _arguments_field() -> Any:
+    return field(default_factory=dict, metadata={"rule": _arguments})
+
+
+# ----- the sections ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
 class SpaceConfig:
-    name: str = "digits"
-    args: dict[str, Any] = field(default_factory=dict)
+    name: str = _rule("digits", _Text())  # a registered space or 'package.module:Class'
+    args: dict[str, Any] = _arguments_field()
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
-    name: str = "digits"
-    seed: int = 0
+    name: str = _rule("digits", _Text(DATASETS))
+    seed: int = _rule(0, _Integer(minimum=0))  # default: the experiment's seed
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainingConfig:
-    epochs: int = 8
-    batch_size: int = 64
-    learning_rate: float = 0.01
-    finetune_epochs: int = 4
-    finetune_learning_rate: float | None = None
+    epochs: int = _rule(8, _Integer())
+    batch_size: int = _rule(64, _Integer())
+    learning_rate: float = _rule(0.01, _Number())
+    finetune_epochs: int = _rule(4, _Integer(minimum=0))
+    finetune_learning_rate: float | None = _rule(None, _Number(optional=True))
 
 
-@dataclass
+@dataclass(frozen=True)
 class StrategyConfig:
     """A one-shot preset and its knobs, an NNI multi-trial strategy and its arguments, or the uniform baseline."""
 
-    name: str = "udc"
-    arc_learning_rate: float = 0.05
-    warmup_epochs: int = 0
-    temperature: float | None = None
-    step_size: float = 1.0
-    max_trials: int = 16  # multi-trial only
-    args: dict[str, Any] = field(default_factory=dict)  # passed on to the strategy's constructor
+    name: str = _rule("udc", _Text(STRATEGIES))
+    arc_learning_rate: float = _rule(0.05, _Number())
+    warmup_epochs: int = _rule(0, _Integer(minimum=0))
+    temperature: float | tuple[float, float] | None = _rule(None, _temperature)
+    step_size: float = _rule(1.0, _Number())
+    max_trials: int = _rule(16, _Integer(maximum=MAX_TRIALS))  # multi-trial only
+    args: dict[str, Any] = _arguments_field()  # passed on to the strategy's constructor
 
     @property
     def one_shot(self) -> bool:
-        return self.name in ONE_SHOT
+        return STRATEGIES[self.name].kind == "one-shot"
 
     @property
     def multi_trial(self) -> bool:
-        return self.name in MULTI_TRIAL
+        return STRATEGIES[self.name].kind == "multi-trial"
 
     @property
     def baseline(self) -> bool:
-        return self.name in BASELINE
+        return STRATEGIES[self.name].kind == "baseline"
 
 
-@dataclass
+@dataclass(frozen=True)
 class HardwareConfig:
-    target: str = "generic"
-    cost: str | None = None  # default: the target's ``optimise`` cost
+    target: str = _rule("generic", _Text())  # a registered target or a YAML file (relative to the experiment file)
+    cost: str | None = _rule(None, _Text(optional=True))  # default: the target's ``optimise`` cost
 
 
-@dataclass
+@dataclass(frozen=True)
 class SearchConfig:
     """One search: ``cost <= target × reference`` (``target``), or the linear penalty weight λ."""
 
-    target: float | None = 0.1
-    weight: float = 0.0
+    target: float | None = _rule(0.1, _Number(high=1.0, optional=True))
+    weight: float = _rule(0.0, _Number(open_low=False))
 
 
-@dataclass
+@dataclass(frozen=True)
 class ParetoConfig:
     """The Optuna outer loop over the cost target (or λ)."""
 
-    trials: int = 8
-    variable: str = "target"
-    low: float = 0.02
-    high: float = 0.5
-    initial: int = 4  # log-spaced values enqueued before the sampler takes over
-    sampler: str = "tpe"
-    storage: str | None = None  # default: sqlite:///<output>/study.db
-    study_name: str | None = None  # default: the experiment's name
-    seed: int = 0
-    reference_point: tuple[float, float] = (0.0, 1.0)  # (accuracy, relative cost) for the hypervolume
-    heartbeat_interval: int = 10
-    grace_period: int = 30
-    baseline: bool = True  # train (or reuse) the uniform baseline after the loop and compare
-    supernet_epochs: int | None = None  # train one shared supernet for this many epochs; None: one per search
+    trials: int = _rule(8, _Integer(maximum=MAX_TRIALS))
+    variable: Variable = _rule("target", _Text(VARIABLES))
+    low: float = _rule(VARIABLES["target"].low, _Number())  # default: the variable's (nni_udc.registry.VARIABLES)
+    high: float = _rule(VARIABLES["target"].high, _Number())
+    initial: int = _rule(4, _Integer(minimum=0, maximum=MAX_INITIAL))  # log-spaced values enqueued first
+    sampler: str = _rule("tpe", _Text(SAMPLERS))
+    storage: str | None = _rule(None, _storage)  # default: sqlite:///<output>/study.db
+    study_name: str | None = _rule(None, _Text(optional=True))  # default: the experiment's name
+    seed: int = _rule(0, _Integer(minimum=0))  # default: the experiment's seed
+    reference_point: tuple[float, float] = _rule((0.0, 1.0), _reference_point)  # (accuracy, relative cost)
+    heartbeat_interval: int = _rule(10, _Integer())
+    grace_period: int = _rule(30, _Integer())
+    baseline: bool = _rule(True, _flag)  # train (or reuse) the uniform baseline after the loop and compare
+    supernet_epochs: int | None = _rule(None, _Integer(optional=True))  # one shared supernet; None: one per search
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExperimentConfig:
     name: str
     path: str
@@ -157,194 +339,202 @@ class ExperimentConfig:
     seed: int = 0
 
 
-class _Section:
-    """Reads one mapping of the file, naming ``file: section.field`` in every error."""
+_SECTIONS: dict[str, type] = {"space": SpaceConfig, "data": DataConfig, "training": TrainingConfig,
+                              "strategy": StrategyConfig, "hardware": HardwareConfig, "search": SearchConfig,
+                              "pareto": ParetoConfig}
+_TOP = {"name": _Text(), "seed": _Integer(minimum=0), "output": _Text()}
 
-    def __init__(self, path: str, where: str, data: Any, allowed: list[str]) -> None:
-        self.path, self.where = path, where
+
+def _default(f: Any) -> Any:
+    return f.default_factory() if f.default is MISSING else f.default
+
+
+class _Reader:
+    """Reads the mappings of one file, naming ``file: section.field`` in every error; ``overrides`` (dotted
+    field -> value, from the command line) replace what the file says and pass the same rules."""
+
+    def __init__(self, path: str, overrides: Mapping[str, Any]) -> None:
+        self.path, self.overrides = path, overrides
+
+    def fail(self, where: str, value: Any, allowed: str) -> None:
+        raise ConfigError(f"{self.path}: {where or '(top level)'}: must be {allowed}, but got {brief(value)}")
+
+    def mapping(self, where: str, data: Any, allowed: list[str]) -> dict[str, Any]:
         if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            self.fail(None, data, "a mapping")
-        unknown = sorted(str(k) for k in data if k not in allowed)
-        if unknown:
-            raise ConfigError(f"{path}: {self._name(unknown[0])}: unknown field; allowed fields"
-                              f"{' of ' + where if where else ''}: {', '.join(allowed)}")
-        self.data = data
-
-    def _name(self, key: str | None) -> str:
-        return ".".join(p for p in (self.where, key) if p) or "(top level)"
-
-    def fail(self, key: str | None, value: Any, allowed: str) -> None:
-        raise ConfigError(f"{self.path}: {self._name(key)}: must be {allowed}, but got {value!r}")
-
-    def str(self, key: str, default: Any, choices: tuple[str, ...] | None = None) -> Any:
-        value = self.data.get(key, default)
-        if value is None and default is None:
-            return None
-        if not isinstance(value, str) or not value:
-            self.fail(key, value, "a non-empty string")
-        if choices is not None and value not in choices:
-            self.fail(key, value, f"one of {', '.join(choices)}")
-        return value
-
-    def bool(self, key: str, default: bool) -> bool:
-        value = self.data.get(key, default)
-        if not isinstance(value, bool):
-            self.fail(key, value, "true or false")
-        return value
-
-    def int(self, key: str, default: int | None, minimum: int = 1, *, optional: bool = False) -> Any:
-        value = self.data.get(key, default)
-        if value is None and optional:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            self.fail(key, value, f"an integer >= {minimum}")
-        return value
-
-    def number(self, key: str, default: float | None, *, low: float = 0.0, high: float = math.inf,
-               open_low: bool = True, optional: bool = False) -> Any:
-        value = self.data.get(key, default)
-        if value is None and optional:
-            return None
-        ok = (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-              and (value > low if open_low else value >= low) and value <= high)
-        if not ok:
-            bound = f"> {low:g}" if open_low else f">= {low:g}"
-            self.fail(key, value, f"a number {bound}" + (f" and <= {high:g}" if high < math.inf else "")
-                      + (" (or null)" if optional else ""))
-        return float(value)
-
-    def mapping(self, key: str) -> dict[str, Any]:
-        value = self.data.get(key, {})
-        if value is None:
             return {}
-        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            self.fail(key, value, "a mapping of argument names to values")
-        return dict(value)
+        if not isinstance(data, dict):
+            self.fail(where, data, "a mapping")
+        unknown = sorted(brief(k, 40) if not isinstance(k, str) else brief(k, 40)[1:-1] for k in data
+                         if k not in allowed)
+        if unknown:
+            name = ".".join(p for p in (where, unknown[0]) if p)
+            raise ConfigError(f"{self.path}: {name}: unknown field; allowed fields"
+                              f"{' of ' + where if where else ''}: {', '.join(allowed)}")
+        return data
+
+    def value(self, where: str, key: str, data: dict[str, Any], default: Any, check: Callable[[Any], Any]) -> Any:
+        dotted = f"{where}.{key}" if where else key
+        value = self.overrides[dotted] if dotted in self.overrides else data.get(key, default)
+        try:
+            return check(value)
+        except _Invalid as error:
+            self.fail(dotted, value, error.allowed)
+
+    def section(self, cls: type, where: str, data: Any, *, defaults: Mapping[str, Any] = {},
+                rules: Mapping[str, Callable[[Any], Any]] = {}) -> Any:
+        """The dataclass ``cls`` from its mapping: each field's default and rule (``defaults``/``rules`` replace
+        those that depend on other fields)."""
+        data = self.mapping(where, data, [f.name for f in fields(cls)])
+        return cls(**{f.name: self.value(where, f.name, data, defaults.get(f.name, _default(f)),
+                                         rules.get(f.name, f.metadata["rule"])) for f in fields(cls)})
 
 
-def _names(cls: type) -> list[str]:
-    return [f.name for f in fields(cls)]
+def parse_config(data: Any, path: str | Path, *, base: Path | None = None,
+                 overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
+    """Validate a loaded YAML document; ``path`` names the file in errors, ``base`` anchors relative paths.
 
-
-def parse_config(data: Any, path: str | Path, *, base: Path | None = None) -> ExperimentConfig:
-    """Validate a loaded YAML document; ``path`` names the file in errors, ``base`` anchors relative paths."""
+    ``overrides``: dotted field names (``pareto.trials``, ``output``) and the values that replace the file's,
+    checked by the same rules.
+    """
     path = str(path)
-    top = _Section(path, "", data, ["name", "space", "data", "training", "strategy", "hardware", "search", "pareto",
-                                    "output", "seed"])
-    if "space" not in top.data:
+    read = _Reader(path, overrides or {})
+    top = read.mapping("", data, ["name", *_SECTIONS, "output", "seed"])
+    if "space" not in top:
         raise ConfigError(f"{path}: space: missing field; give a registered space name (e.g. {{name: digits}}) "
                           "or {name: 'package.module:Class'}")
-    name = top.str("name", Path(path).stem if path != "inline" else "experiment")
-    seed = top.int("seed", 0, minimum=0)
+    name = read.value("", "name", top, Path(path).stem if path != "inline" else "experiment", _TOP["name"])
+    seed = read.value("", "seed", top, 0, _TOP["seed"])
 
-    space_data = top.data["space"]
-    if isinstance(space_data, str):
-        space_data = {"name": space_data}
-    s = _Section(path, "space", space_data, _names(SpaceConfig))
-    space = SpaceConfig(s.str("name", "digits"), s.mapping("args"))
+    space_data = {"name": top["space"]} if isinstance(top["space"], str) else top["space"]
+    space = read.section(SpaceConfig, "space", space_data)
     from nni_udc.spaces.registry import SPACES  # only the registry's names; importing a space waits for the run
     if space.name not in SPACES and ":" not in space.name:
-        s.fail("name", space.name, f"a registered space ({', '.join(sorted(SPACES))}) or 'package.module:Class'")
-
-    d = _Section(path, "data", top.data.get("data"), _names(DataConfig))
-    data_cfg = DataConfig(d.str("name", "digits", DATASETS), d.int("seed", seed, minimum=0))
-
-    t = _Section(path, "training", top.data.get("training"), _names(TrainingConfig))
-    training = TrainingConfig(t.int("epochs", 8), t.int("batch_size", 64), t.number("learning_rate", 0.01),
-                              t.int("finetune_epochs", 4, minimum=0),
-                              t.number("finetune_learning_rate", None, optional=True))
-
-    st = _Section(path, "strategy", top.data.get("strategy"), _names(StrategyConfig))
-    temperature = st.data.get("temperature")
-    if isinstance(temperature, list):
-        if len(temperature) != 2:
-            st.fail("temperature", temperature, "a number > 0 or a list [start, end] of two")
-        for value in temperature:
-            _Section(path, "strategy", {"temperature": value}, ["temperature"]).number("temperature", None)
-        temperature = tuple(float(v) for v in temperature)
-    else:
-        temperature = st.number("temperature", None, optional=True)
-    strategy = StrategyConfig(st.str("name", "udc", STRATEGIES), st.number("arc_learning_rate", 0.05),
-                              st.int("warmup_epochs", 0, minimum=0), temperature, st.number("step_size", 1.0),
-                              st.int("max_trials", 16), st.mapping("args"))
+        read.fail("space.name", space.name, f"a registered space ({', '.join(sorted(SPACES))}) or "
+                                            "'package.module:Class'")
+    data_cfg = read.section(DataConfig, "data", top.get("data"), defaults={"seed": seed})
+    training = read.section(TrainingConfig, "training", top.get("training"))
+    strategy = read.section(StrategyConfig, "strategy", top.get("strategy"))
     if strategy.baseline and strategy.args:
-        st.fail("args", strategy.args, f"empty: {strategy.name} takes no arguments (the grid follows from the space)")
+        read.fail("strategy.args", strategy.args,
+                  f"empty: {strategy.name} takes no arguments (the grid follows from the space)")
+    hardware = _hardware(read, top.get("hardware"), base)
 
-    h = _Section(path, "hardware", top.data.get("hardware"), _names(HardwareConfig))
-    hardware = HardwareConfig(h.str("target", "generic"), h.str("cost", None))
-    _check_hardware(path, hardware, base)
-
-    se = _Section(path, "search", top.data.get("search"), _names(SearchConfig))
-    search = SearchConfig(se.number("target", 0.1, high=1.0, optional=True), se.number("weight", 0.0, open_low=False))
+    search = read.section(SearchConfig, "search", top.get("search"))
     if search.target is None and search.weight == 0 and strategy.one_shot:
         raise ConfigError(f"{path}: search: give a target (a cost fraction in (0, 1]) or a weight > 0; with neither, "
                           "nothing steers the search towards low cost")
 
-    p = _Section(path, "pareto", top.data.get("pareto"), _names(ParetoConfig))
-    variable = p.str("variable", "target", ("target", "weight"))
-    pareto = ParetoConfig(
-        trials=p.int("trials", 8), variable=variable,
-        low=p.number("low", 0.02 if variable == "target" else 0.01, high=1.0 if variable == "target" else math.inf),
-        high=p.number("high", 0.5 if variable == "target" else 10.0, high=1.0 if variable == "target" else math.inf),
-        initial=p.int("initial", 4, minimum=0), sampler=p.str("sampler", "tpe", SAMPLERS),
-        storage=p.str("storage", None), study_name=p.str("study_name", None), seed=p.int("seed", seed, minimum=0),
-        reference_point=_reference_point(p), heartbeat_interval=p.int("heartbeat_interval", 10),
-        grace_period=p.int("grace_period", 30), baseline=p.bool("baseline", True),
-        supernet_epochs=p.int("supernet_epochs", None, optional=True))
+    pareto_data = read.mapping("pareto", top.get("pareto"), [f.name for f in fields(ParetoConfig)])
+    variable = read.value("pareto", "variable", pareto_data, "target", _Text(VARIABLES))
+    v = VARIABLES[variable]
+    bound = _Number(high=v.limit)
+    pareto = read.section(ParetoConfig, "pareto", pareto_data, defaults={"low": v.low, "high": v.high, "seed": seed},
+                          rules={"low": bound, "high": bound})
     if pareto.low >= pareto.high:
-        p.fail("low", pareto.low, f"smaller than pareto.high ({pareto.high:g})")
+        read.fail("pareto.low", pareto.low, f"smaller than pareto.high ({pareto.high:g})")
     if pareto.grace_period <= pareto.heartbeat_interval:
-        p.fail("grace_period", pareto.grace_period, f"longer than heartbeat_interval ({pareto.heartbeat_interval})")
-    if pareto.storage is not None and not pareto.storage.startswith(("sqlite:///", "postgresql", "mysql", "journal:")):
-        p.fail("storage", pareto.storage, "an SQLAlchemy URL (sqlite:///FILE, postgresql+psycopg2://USER@HOST/DB) "
-                                          "or journal:FILE")
+        read.fail("pareto.grace_period", pareto.grace_period,
+                  f"longer than heartbeat_interval ({pareto.heartbeat_interval})")
 
-    output = Path(top.str("output", f"runs/{name}"))  # relative to the working directory, as on a command line
+    output = Path(read.value("", "output", top, f"runs/{name}", _TOP["output"]))  # relative to the working directory
     return ExperimentConfig(name, path, space, data_cfg, training, strategy, hardware, search, pareto, output, seed)
 
 
-def _reference_point(p: _Section) -> tuple[float, float]:
-    value = p.data.get("reference_point", [0.0, 1.0])
-    if (not isinstance(value, list) or len(value) != 2
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
-            or not 0 <= value[0] < 1 or value[1] <= 0):
-        p.fail("reference_point", value, "[accuracy, relative cost]: accuracy in [0, 1) and a cost > 0")
-    return float(value[0]), float(value[1])
-
-
-def _check_hardware(path: str, hardware: HardwareConfig, base: Path | None) -> None:
+def _hardware(read: _Reader, data: Any, base: Path | None) -> HardwareConfig:
+    """The target (a file relative to the experiment file) and the cost, the target's ``optimise`` by default."""
     from nni_udc.evaluators.costs import COSTS
     from nni_udc.evaluators.targets import TargetError, load_target
 
-    target_name = hardware.target
+    given = read.section(HardwareConfig, "hardware", data)
+    target_name = given.target
     if base is not None and target_name.endswith((".yaml", ".yml")) and not Path(target_name).is_absolute():
-        hardware.target = target_name = str(base / target_name)
+        target_name = str(base / target_name)
     try:
         target = load_target(target_name)
     except TargetError as error:
-        raise ConfigError(f"{path}: hardware.target: {error}") from None
+        raise ConfigError(f"{read.path}: hardware.target: {error}") from None
     known = sorted({*COSTS, *target.costs})
-    if hardware.cost is not None and hardware.cost not in known:
-        raise ConfigError(f"{path}: hardware.cost: must be one of {', '.join(known)} (the costs of target "
-                          f"{target.name!r}), but got {hardware.cost!r}")
-    if hardware.cost is None:
-        hardware.cost = target.optimise
+    if given.cost is not None and given.cost not in known:
+        raise ConfigError(f"{read.path}: hardware.cost: must be one of {', '.join(known)} (the costs of target "
+                          f"{target.name!r}), but got {brief(given.cost)}")
+    return HardwareConfig(target_name, given.cost if given.cost is not None else target.optimise)
 
 
-def load_config(path: str | Path) -> ExperimentConfig:
+def option_type(dotted: str) -> Callable[[str], Any]:
+    """An argparse ``type`` for the command-line option that overrides field ``dotted``: the field's own rule,
+    so the option and the file accept the same values (message: "must be ..., but got 'TEXT'").
+
+    Example:
+        >>> option_type("pareto.trials")("12")
+        12
+    """
+    section, _, name = dotted.rpartition(".")
+    cls = _SECTIONS[section] if section else None
+    check = _TOP[name] if cls is None else next(f.metadata["rule"] for f in fields(cls) if f.name == name)
+
+    def parse(text: str) -> Any:
+        value: Any = text
+        if isinstance(check, (_Integer, _Number)):
+            try:
+                value = int(text) if isinstance(check, _Integer) else float(text)
+            except ValueError:
+                pass
+        try:
+            return check(value)
+        except _Invalid as error:
+            raise argparse.ArgumentTypeError(f"must be {error.allowed}, but got {brief(text)}") from None
+    return parse
+
+
+# ----- reading the file -----------------------------------------------------------------------------------------
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {brief(key, 40)} (the file gives it twice)", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _nodes(data: Any, seen: dict[int, int]) -> int:
+    """Nodes of ``data`` with every alias expanded, counted in time linear in the distinct objects."""
+    if id(data) in seen:
+        return seen[id(data)]
+    seen[id(data)] = 1  # a cycle (a recursive alias) counts once
+    children = (list(data.keys()) + list(data.values()) if isinstance(data, dict)
+                else data if isinstance(data, list) else [])
+    total = 1 + sum(_nodes(child, seen) for child in children)
+    seen[id(data)] = total
+    return total
+
+
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> ExperimentConfig:
     """Read and validate an experiment file; a relative hardware target file is relative to it."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text (UTF-8) file; an experiment file is YAML") from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot read the experiment file: {error.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ConfigError(f"{path}: not valid YAML{where}: {problem}") from None
-    return parse_config(data, path, base=path.parent)
+        raise ConfigError(f"{path}: not valid YAML{where}: {clip(problem)}") from None
+    if _nodes(data, {}) > _MAX_NODES:
+        raise ConfigError(f"{path}: the document expands to more than {_MAX_NODES:,} values (YAML aliases "
+                          "repeating aliases?); an experiment file is small")
+    return parse_config(data, path, base=path.parent, overrides=overrides)

@@ -40,19 +40,17 @@ import torch
 from torch import nn
 
 from nni_udc._manifest import manifest_in
-from nni_udc.config import ONE_SHOT, ConfigError, ExperimentConfig
+from nni_udc.config import ONE_SHOT, ConfigError, ExperimentConfig, brief, clip
 from nni_udc.evaluators.divergence import DivergedError, DivergenceCheck, check_finite
 from nni_udc.pareto import Comparison, Point, read_baseline, write_baseline
 from nni_udc.pareto.baseline import BASELINE_CSV, BASELINE_JSON
+from nni_udc.registry import DATASETS, STRATEGIES
 
-__all__ = ["BaselineOutcome", "ParetoOutcome", "SearchOutcome", "build_strategy", "quiet", "resolve_budget",
+__all__ = ["BaselineOutcome", "ParetoOutcome", "SearchOutcome", "build_strategy", "check_space", "quiet", "resolve_budget",
            "run_baseline", "run_pareto", "run_search", "study_points"]
 
-_PRESETS = {"udc": "UDC", "haloc": "HALOC", "channel-mixed-precision": "ChannelMixedPrecision", "dass": "DASS"}
 #: fraction of the train split on which a one-shot search trains its architecture parameters
 ARCH_SPLIT = 0.2
-_MULTI_TRIAL = {"regularized-evolution": "RegularizedEvolution", "random": "Random", "tpe": "TPE",
-                "grid-search": "GridSearch"}
 
 
 @dataclass
@@ -105,8 +103,15 @@ def _space(config: ExperimentConfig, data_shape: tuple[int, ...]) -> Any:
     try:
         space = cls(**config.space.args)
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"{where}.args: {config.space.name} rejects {config.space.args!r}: {error}") from None
+        raise ConfigError(f"{where}.args: {config.space.name} rejects {brief(config.space.args)}: "
+                          f"{clip(str(error))}") from None
     return space
+
+
+def check_space(config: ExperimentConfig) -> None:
+    """Build the space of ``config`` against its data set's registered input shape: a wrong space or argument
+    fails before any data loads or any output is written."""
+    _space(config, DATASETS[config.data.name].input_shape)
 
 
 def resolve_budget(config: ExperimentConfig, *, target: float | None = None,
@@ -135,28 +140,25 @@ def build_strategy(config: ExperimentConfig, *, target: float | None = None, wei
     ``supernet``: weights of a shared supernet (:func:`train_supernet`) the one-shot search starts from; its
     weights are trained already, so the search has no warm-up.
     """
-    import nni.nas.strategy as nni_strategies
-
-    import nni_udc.strategies as ours
-
     s, t = config.strategy, config.training
     if s.baseline:
         raise ConfigError(f"{config.path}: strategy.name: {s.name!r} trains the uniform grid, not one search: run it "
                           f"with run_baseline ('nni-udc baseline'); one search takes one of "
-                          f"{', '.join(ONE_SHOT + tuple(_MULTI_TRIAL))}")
+                          f"{', '.join(STRATEGIES.where(lambda entry: entry.build is not None))}")
     try:
         if not s.one_shot:
-            return getattr(nni_strategies, _MULTI_TRIAL[s.name])(**s.args)
+            return STRATEGIES[s.name].build(**s.args)
         target, weight = resolve_budget(config, target=target, weight=weight)
         shared = {} if supernet is None else {"supernet_weights": supernet}
-        return getattr(ours, _PRESETS[s.name])(
+        return STRATEGIES[s.name].build(
             cost=config.hardware.cost, hardware=config.hardware.target, target=target, weight=weight,
             step_size=s.step_size, arc_learning_rate=s.arc_learning_rate,
             warmup_epochs=s.warmup_epochs if supernet is None else 0,
             temperature=s.temperature, finetune_epochs=t.finetune_epochs,
             finetune_learning_rate=t.finetune_learning_rate, seed=config.seed, **shared, **s.args)
     except (TypeError, ValueError) as error:
-        raise ConfigError(f"{config.path}: strategy.args: {s.name} rejects {s.args!r}: {error}") from None
+        raise ConfigError(f"{config.path}: strategy.args: {s.name} rejects {brief(s.args)}: "
+                          f"{clip(str(error))}") from None
 
 
 def _evaluator(config: ExperimentConfig, output: Path, *, progress: bool, logger: bool) -> Any:
@@ -259,7 +261,6 @@ def train_supernet(config: ExperimentConfig, *, epochs: int, output: str | Path 
     from nni.nas.experiment import NasExperiment, NasExperimentConfig
 
     from nni_udc.data import load_dataset
-    import nni_udc.strategies as ours
 
     output = Path(output if output is not None else config.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -270,7 +271,7 @@ def train_supernet(config: ExperimentConfig, *, epochs: int, output: str | Path 
         torch.manual_seed(config.seed)
         splits = load_dataset(config.data.name, seed=config.data.seed)
         space = _space(config, splits.input_shape)
-        strategy = getattr(ours, _PRESETS[config.strategy.name])(
+        strategy = STRATEGIES[config.strategy.name].build(
             cost=config.hardware.cost, hardware=config.hardware.target, weight=0.0, warmup_epochs=epochs,
             seed=config.seed, **config.strategy.args)
         shared = replace(config, training=replace(config.training, epochs=epochs))

@@ -6,7 +6,7 @@ Each loader returns a :class:`DatasetSplits` of seeded, stratified train / val /
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 from nni_udc.data._split import DatasetSplits
 from nni_udc.data.digits import load_digits_splits
@@ -20,12 +20,10 @@ __all__ = [
     "load_mnist1d_splits",
 ]
 
-_LOADERS: dict[str, Callable[..., DatasetSplits]] = {
-    "digits": load_digits_splits,
-    "mnist1d": load_mnist1d_splits,
-}
-#: Names :func:`load_dataset` accepts.
-DATASET_NAMES: tuple[str, ...] = tuple(sorted(_LOADERS))
+from nni_udc.registry import DATASETS
+
+#: Names :func:`load_dataset` accepts (registered in :data:`nni_udc.registry.DATASETS`).
+DATASET_NAMES: tuple[str, ...] = tuple(sorted(DATASETS))
 
 
 def load_dataset(name: str, **kw: Any) -> DatasetSplits:
@@ -40,8 +38,5 @@ def load_dataset(name: str, **kw: Any) -> DatasetSplits:
         >>> splits.name, splits.num_classes, splits.input_shape
         ('digits', 10, (1, 8, 8))
     """
-    try:
-        loader = _LOADERS[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASET_NAMES)}") from None
-    return loader(**kw)
+    splits: DatasetSplits = DATASETS[name].load(**kw)  # an unknown name: ValueError listing the registered ones
+    return splits

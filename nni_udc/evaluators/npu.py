@@ -27,18 +27,17 @@ from torch import nn
 
 from nni_udc.evaluators.costs import kept_channels
 from nni_udc.evaluators.spec import LayerSpec
+from nni_udc.registry import ACCELERATORS
 
 __all__ = ["ACCELERATORS", "calibrate", "encoded_layer_bytes", "model_error", "npu_encoded_size", "npu_weight_cost",
            "synthetic_weights"]
 
-#: Target name -> vela accelerator configuration used for encoding.
-ACCELERATORS = {"ethos-u55": "Ethos_U55_128", "ethos-u65": "Ethos_U65_256"}
 
 
 def _accelerator(name: str) -> Any:
     from ethosu.vela.api import NpuAccelerator
 
-    return getattr(NpuAccelerator, ACCELERATORS.get(name, name))
+    return NpuAccelerator[ACCELERATORS[name]]  # registered targets only (nni_udc.registry.ACCELERATORS)
 
 
 def encoded_layer_bytes(weights: np.ndarray, accelerator: str = "ethos-u55", *, depthwise: bool = False) -> int:

@@ -36,6 +36,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nni_udc.pareto.owners import retry_dead
 
+from nni_udc.registry import SAMPLERS
+
 __all__ = ["DIRECTIONS", "OBJECTIVES", "enough", "finished", "initial_values", "make_sampler", "open_study", "requeue",
            "run_until_complete", "suggest"]
 
@@ -60,17 +62,10 @@ def suggest(trial: optuna.trial.BaseTrial, variable: str, low: float, high: floa
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    """An Optuna sampler by its configuration name (``tpe``, ``gp``, ``random``, ``qmc``, ``nsga2``)."""
-    samplers: dict[str, Callable[[], optuna.samplers.BaseSampler]] = {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
-        "gp": lambda: optuna.samplers.GPSampler(seed=seed, deterministic_objective=False),
-        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-        "qmc": lambda: optuna.samplers.QMCSampler(seed=seed, warn_independent_sampling=False),
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed, population_size=8),
-    }
-    if name not in samplers:
-        raise ValueError(f"unknown sampler {name!r}; known samplers: {', '.join(samplers)}")
-    return samplers[name]()
+    """An Optuna sampler by its registered name (:data:`nni_udc.registry.SAMPLERS`: ``tpe``, ``gp``, ``random``,
+    ``qmc``, ``nsga2``); an unknown name raises ``ValueError`` listing the registered ones."""
+    sampler: optuna.samplers.BaseSampler = SAMPLERS[name](seed)
+    return sampler
 
 
 def _storage(url: str, heartbeat_interval: int, grace_period: int) -> Any:

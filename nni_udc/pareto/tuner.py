@@ -52,13 +52,12 @@ from nni.tuner import Tuner
 from optuna.trial import TrialState
 
 from nni_udc.pareto.study import initial_values, open_study, suggest
+from nni_udc.registry import VARIABLES
 
 __all__ = ["VARIABLES", "OptunaTuner"]
 
 _logger = logging.getLogger(__name__)
 
-#: the outer variables, as in ``pareto.variable`` of an experiment file
-VARIABLES = ("target", "weight")
 #: keys of the reported dict that are not costs
 _NOT_COSTS = frozenset({"default", "relative_cost", "test_accuracy", "arch", *VARIABLES})
 
@@ -92,7 +91,7 @@ class OptunaTuner(Tuner):
                  initial: int = 4, storage: str | None = None, study_name: str = "nni-udc") -> None:
         super().__init__()  # Recoverable: NNI's resume bookkeeping
         low, high = _number("low", low), _number("high", high)
-        if variable not in VARIABLES:
+        if variable not in VARIABLES:  # the outer variables of nni_udc.registry, as in pareto.variable
             raise ValueError(f"OptunaTuner: classArgs.variable must be one of {', '.join(VARIABLES)}, "
                              f"but got {variable!r}")
         if low <= 0:
