@@ -41,7 +41,7 @@ from torch import nn
 
 from nni_udc._manifest import manifest_in
 from nni_udc.config import ONE_SHOT, ConfigError, ExperimentConfig, brief, clip
-from nni_udc.evaluators.divergence import DivergedError, DivergenceCheck, check_finite
+from nni_udc.evaluators.divergence import DivergedError, DivergenceCheck, check_finite, told_once
 from nni_udc.pareto import Comparison, Point, read_baseline, write_baseline
 from nni_udc.pareto.baseline import BASELINE_CSV, BASELINE_JSON
 from nni_udc.registry import DATASETS, STRATEGIES
@@ -230,7 +230,8 @@ def _search(config: ExperimentConfig, strategy: Any, output: Path, *, target: fl
         nni_config.experiment_working_directory = str((output / "nni-experiments").resolve())
         experiment = NasExperiment(space, evaluator, strategy, nni_config)
         try:
-            experiment.run(debug=False)
+            with told_once():  # a DivergedError is reported once, by run_search
+                experiment.run(debug=False)
             model = experiment.export_top_models(formatter="instance")[0]
         finally:  # NNI stops a finished experiment only at exit, after manifest_in has ended (its manifest: in ~)
             experiment.stop()

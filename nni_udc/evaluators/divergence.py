@@ -21,14 +21,17 @@ Example:
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torch import nn
 
-__all__ = ["DivergedError", "DivergenceCheck", "check_finite", "check_loss", "nonfinite_tensors"]
+__all__ = ["DivergedError", "DivergenceCheck", "check_finite", "check_loss", "nonfinite_tensors", "told_once"]
 
 
 class DivergedError(RuntimeError):
@@ -77,3 +80,24 @@ class DivergenceCheck(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         check_finite(pl_module, where=f"end of epoch {trainer.current_epoch}")
+
+
+#: NNI's loggers that announce a failed model or strategy (without saying why) while the error propagates
+_NNI_FAILURE_LOGGERS = ("nni.nas.execution.sequential", "nni.nas.strategy.base")
+
+
+@contextmanager
+def told_once() -> Iterator[None]:
+    """Within the block, NNI's "Model 1 fails to be executed." / "Strategy failed to execute." lines are dropped
+    while a :class:`DivergedError` propagates: the caller reports it, in one line that says why."""
+    def not_divergence(record: logging.LogRecord) -> bool:
+        return not isinstance(sys.exc_info()[1], DivergedError)  # NNI logs these inside its ``except:``
+
+    loggers = [logging.getLogger(name) for name in _NNI_FAILURE_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(not_divergence)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(not_divergence)

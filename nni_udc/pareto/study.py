@@ -74,17 +74,19 @@ def _storage(url: str, heartbeat_interval: int, grace_period: int) -> Any:
 
         path = url[len("journal:"):]
         return optuna.storages.JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
-    from sqlalchemy.exc import IntegrityError, OperationalError
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     for attempt in range(5):
         try:
-            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-                              grace_period=grace_period,
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
-        except (IntegrityError, OperationalError):
+            with warnings.catch_warnings():  # Optuna calls the heartbeat "experimental" (since 2.8, still in 5.0)
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+                                  grace_period=grace_period,
+                                  heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=3))
+        except (IntegrityError, OperationalError, ProgrammingError):
             # Workers that start together on an empty database race to create Optuna's tables; the loser
-            # fails with a duplicate key. The tables exist a moment later.
+            # fails with a duplicate key (PostgreSQL: or "relation already exists"). The tables exist a moment later.
             if attempt == 4:
                 raise
             time.sleep(0.5 + random.random())
