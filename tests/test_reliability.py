@@ -227,8 +227,8 @@ def test_the_command_line_refuses_a_non_finite_weight(tmp_path, value):
     result = subprocess.run([NNI_UDC, "search", str(_config(tmp_path)), f"--weight={value}"], capture_output=True,
                             text=True)
     assert result.returncode == 2
-    assert result.stderr.splitlines()[-1] == (f"nni-udc search: error: argument --weight: must be a finite number "
-                                              f">= 0, but got '{value}'")
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith("nni-udc search: error: argument --weight: must be a finite number") and f"'{value}'" in last
 
 
 @pytest.mark.slow
@@ -237,10 +237,9 @@ def test_a_search_that_diverges_exits_2_with_one_line(tmp_path):
     result = subprocess.run([NNI_UDC, "search", str(config_path)], capture_output=True, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
     assert result.returncode == 2, result.stderr
-    last = result.stderr.strip().splitlines()[-1]
+    [last] = result.stderr.strip().splitlines()  # one line: no NNI log lines, no traceback
     assert last.startswith(f"nni-udc search: error: {config_path}: the search diverged: ")
     assert "not finite" in last and last.endswith("lower training.learning_rate (1e+06) or the penalty weight")
-    assert "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "model.pt").exists()
 
 

@@ -17,7 +17,7 @@ Example:
     >>> check_finite(net, where="after training")
     Traceback (most recent call last):
     ...
-    nni_udc.evaluators.divergence.DivergedError: after training: weights are not finite: bias (nan)
+    nni_udc.errors.DivergedError: after training: weights are not finite: bias (nan)
 """
 from __future__ import annotations
 
@@ -31,11 +31,9 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from nni_udc.errors import DivergedError  # defined without torch, for the command line
+
 __all__ = ["DivergedError", "DivergenceCheck", "check_finite", "check_loss", "nonfinite_tensors", "told_once"]
-
-
-class DivergedError(RuntimeError):
-    """Training produced a non-finite loss or weight; the message says where (epoch, step, tensor)."""
 
 
 def nonfinite_tensors(module: nn.Module) -> list[str]:
