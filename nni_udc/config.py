@@ -378,7 +378,7 @@ class _Reader:
         try:
             return check(value)
         except _Invalid as error:
-            self.fail(dotted, value, error.allowed)
+            self.fail(f"{dotted} (from the command line)" if dotted in self.overrides else dotted, value, error.allowed)
 
     def section(self, cls: type, where: str, data: Any, *, defaults: Mapping[str, Any] = {},
                 rules: Mapping[str, Callable[[Any], Any]] = {}) -> Any:
@@ -482,7 +482,8 @@ def option_type(dotted: str) -> Callable[[str], Any]:
         try:
             return check(value)
         except _Invalid as error:
-            raise argparse.ArgumentTypeError(f"must be {error.allowed}, but got {brief(text)}") from None
+            allowed = error.allowed.removesuffix(" (or null)")  # no null on a command line
+            raise argparse.ArgumentTypeError(f"must be {allowed}, but got {brief(text)}") from None
     return parse
 
 

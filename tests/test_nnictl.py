@@ -18,6 +18,8 @@ import yaml
 from optuna.trial import TrialState
 
 from nni_udc.pareto import initial_values
+from nni_udc.cli import main as cli_main
+from nni_udc.cli import nnictl as cli_nnictl
 from nni_udc.pareto import nnictl
 from nni_udc.pareto.tuner import OptunaTuner
 
@@ -159,8 +161,8 @@ def registered(config_dir: Path) -> dict[str, str]:
 def test_register_and_register_again(nni_config_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     nnictl.register()
     assert registered(nni_config_dir) == {"nni_udc_optuna": nnictl.TUNER_CLASS}
-    assert nnictl.register_main(["--name", "other"]) == 0
-    assert nnictl.register_main([]) == 0  # the existing name is replaced, not refused
+    assert cli_main(["nnictl-register", "--name", "other"]) == 0
+    assert cli_main(["nnictl-register"]) == 0  # the existing name is replaced, not refused
     assert registered(nni_config_dir) == {"nni_udc_optuna": nnictl.TUNER_CLASS, "other": nnictl.TUNER_CLASS}
     assert "registered tuner 'nni_udc_optuna'" in capsys.readouterr().out
 
@@ -168,21 +170,23 @@ def test_register_and_register_again(nni_config_dir: Path, capsys: pytest.Captur
 def test_register_errors(nni_config_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(ValueError, match="built-in NNI algorithm"):
         nnictl.register("TPE")
-    assert nnictl.register_main(["--name", "bad name"]) == 2
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["nnictl-register", "--name", "bad name"])
+    assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "error:" in err
     with pytest.raises(SystemExit) as exit_info:
-        nnictl.register_main(["--bogus"])
+        cli_main(["nnictl-register", "--bogus"])
     assert exit_info.value.code == 2
 
 
-def test_main_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert nnictl.main([]) == 2
-    assert nnictl.main(["bogus"]) == 2
-    assert nnictl.main(["trial", str(tmp_path / "missing.yaml")]) == 2
+def test_trial_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["nnictl-trial", str(tmp_path / "missing.yaml")])
+    assert exit_info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 3 and "cannot read the experiment file" in lines[-1]
-    done = subprocess.run([sys.executable, "-m", "nni_udc.pareto.nnictl", "trial"], capture_output=True, text=True)
+    assert len(lines) == 1 and "cannot read the experiment file" in lines[-1]
+    done = subprocess.run([sys.executable, "-m", "nni_udc.cli", "nnictl-trial"], capture_output=True, text=True)
     assert done.returncode == 2 and "config" in done.stderr
 
 
@@ -219,7 +223,7 @@ def test_trial_restores_the_clobbered_parameters(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(experiment, "run_search", run_search)
     monkeypatch.setattr(experiment, "quiet", lambda: None)
     monkeypatch.setattr(nni.trial, "_params", None)
-    got = nnictl.trial(config)
+    got = cli_nnictl.trial(config)
     metric, params_at_report = calls["report"]
     assert params_at_report is outer
     assert metric == got == {"default": 0.8, "relative_cost": 0.07, "test_accuracy": 0.7, "memory_bits": 70.0,
@@ -267,7 +271,7 @@ def test_nnictl_create_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     work = tmp_path / "nni-experiments"
     experiment = {
         "searchSpace": {},
-        "trialCommand": f"{sys.executable} -m nni_udc.pareto.nnictl trial search.yaml",
+        "trialCommand": f"{sys.executable} -m nni_udc.cli nnictl-trial search.yaml",
         "trialCodeDirectory": str(tmp_path),
         "trialConcurrency": 1,
         "maxTrialNumber": 2,

@@ -242,25 +242,6 @@ def model_error(coefficients: Any, layers: Sequence[tuple[int, int, int, int]], 
     return {"total": round((model_total - true_total) / true_total, 4), "worst_layer": round(worst, 3)}
 
 
-def size_main(argv: list[str] | None = None) -> int:
-    """``nni-udc npu-size``: true encoded weight bytes of a saved model, per layer and in total."""
-    parser = argparse.ArgumentParser(prog="nni-udc npu-size")
-    parser.add_argument("model")
-    parser.add_argument("--target", choices=sorted(ACCELERATORS), default="ethos-u55")
-    args = parser.parse_args(argv)
-    try:
-        model = torch.load(args.model, weights_only=False)
-    except Exception as error:  # torch.load raises many kinds (pickle, zip, OS); all mean "not a model file"
-        parser.exit(2, f"nni-udc npu-size: error: cannot load model file {args.model!r}: {error}\n")
-    if not isinstance(model, nn.Module):
-        parser.exit(2, f"nni-udc npu-size: error: {args.model!r} holds a {type(model).__name__}, not a torch.nn.Module\n")
-    sizes = npu_encoded_size(model, args.target)
-    for name, size in sizes.items():
-        print(f"{name or '(model)':<30} {size:>10,} B")
-    print(f"{'total':<30} {sum(sizes.values()):>10,} B  ({args.target}, Arm's weight encoder)")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     import yaml
 

@@ -84,7 +84,12 @@ def load_target(name_or_path: str | Path) -> HardwareTarget:
         path = Path(text)
         if not path.is_file():
             raise TargetError(f"target file {text!r} does not exist")
-        source = path.read_text()
+        try:
+            source = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise TargetError(f"target file {text!r} is not a text (UTF-8) file; a target file is YAML") from None
+        except OSError as error:
+            raise TargetError(f"target file {text!r} cannot be read: {error.strerror}") from None
     else:
         if text not in target_names():
             raise TargetError(f"unknown hardware target {text!r}; known targets: {', '.join(target_names())} "

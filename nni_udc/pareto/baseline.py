@@ -24,6 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from nni_udc.pareto.files import RunFileError, check_point, read_json
 from nni_udc.pareto.front import Point, write_points_csv
 
 __all__ = ["BASELINE_CSV", "BASELINE_JSON", "read_baseline", "write_baseline"]
@@ -53,6 +54,10 @@ def write_baseline(points: Sequence[Point], directory: Path, *, cost: str, refer
 
 def read_baseline(path: Path) -> dict[str, Any]:
     """Read a ``baseline.json`` written by :func:`write_baseline` (points as :class:`~nni_udc.pareto.Point`)."""
-    data = json.loads(Path(path).read_text())
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("points"), list):
+        raise RunFileError(f"{path}: must be a mapping with a list of points, as 'nni-udc baseline' writes")
+    for i, point in enumerate(data["points"]):
+        check_point(point, f"{path}: points[{i}]")
     data["points"] = [Point(**p) for p in data["points"]]
     return data

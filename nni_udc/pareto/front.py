@@ -17,9 +17,11 @@ import csv
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
+
+from nni_udc.pareto.files import check_front, read_json
 
 __all__ = ["Accuracy", "Point", "format_front", "hypervolume", "non_dominated", "plot_front", "read_front",
            "write_front", "write_points_csv"]
@@ -115,9 +117,12 @@ def write_front(front: Sequence[Point], directory: Path, *, cost: str, hv: float
 def read_front(path: Path) -> dict[str, Any]:
     """Read a ``front.json`` written by :func:`write_front` (points as :class:`Point`; files written before
     ``points`` was kept give the front as the points)."""
-    data = json.loads(Path(path).read_text())
-    data["front"] = [Point(**p) for p in data["front"]]
-    data["points"] = [Point(**p) for p in data["points"]] if "points" in data else list(data["front"])
+    data = read_json(path)
+    check_front(data, path)
+    known = {f.name for f in fields(Point)}  # fields of later versions are ignored
+    data["front"] = [Point(**{k: v for k, v in p.items() if k in known}) for p in data["front"]]
+    data["points"] = ([Point(**{k: v for k, v in p.items() if k in known}) for p in data["points"]]
+                      if "points" in data else list(data["front"]))
     return data
 
 

@@ -1,0 +1,118 @@
+"""``nni-udc search``, ``pareto`` and ``baseline``: read the file with the command line's overrides, check the
+space, strategy, output directory and storage (:mod:`nni_udc.cli._preflight`), then run."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING, Any
+
+from nni_udc.cli._preflight import check_search, check_storage, output_directory
+from nni_udc.config import ExperimentConfig, load_config
+
+if TYPE_CHECKING:  # annotations only: the commands import what they run when they run
+    from nni_udc.pareto import Point
+
+__all__ = ["baseline_command", "comparison", "pareto_command", "search_command"]
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def comparison(baseline: list[Point], searched: list[Point], *, cost: str, reference: tuple[float, float]) -> str:
+    from nni_udc.pareto import compare, format_comparison
+
+    return ("\nThe search against the uniform baseline (test accuracy):\n"
+            + format_comparison(compare(baseline, searched, reference=reference), cost=cost))
+
+
+def search_command(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = {}
+    if args.out is not None:
+        overrides["output"] = args.out
+    if args.target is not None:
+        overrides["search.target"] = args.target
+    if args.weight is not None:  # a weight alone: a λ-only search (the file's target no longer applies)
+        overrides.update({"search.weight": args.weight, "search.target": None})
+    config = load_config(args.config, overrides)
+    if config.strategy.baseline:
+        return _run_baseline(config, workers=None)
+    from nni_udc.experiment import quiet, run_search
+
+    check_search(config)
+    out = output_directory(config.output)
+    quiet()
+    print(f"Searching {config.space.name} with {config.strategy.name} on {config.data.name}, "
+          f"optimising {config.hardware.cost} ({config.hardware.target}); writing to {out}")
+    outcome = run_search(config, output=out, progress=sys.stderr.isatty())
+    print(f"found: val acc {outcome.accuracy:.3f}, test acc {outcome.test_accuracy:.3f}, "
+          f"{outcome.cost} {outcome.costs[outcome.cost]:,.6g} = {outcome.relative_cost:.4f} x the uncompressed model")
+    print("architecture: " + ", ".join(f"{k}={v}" for k, v in outcome.sample.items()))
+    print(f"wrote {out}/model.pt, architecture.json, report.json in {outcome.seconds:.0f} s")
+    return 0
+
+
+def _run_baseline(config: ExperimentConfig, *, workers: int | None) -> int:
+    from nni_udc.experiment import quiet, run_baseline
+    from nni_udc.pareto import format_front, non_dominated, read_front
+
+    check_search(config)
+    out_dir = output_directory(config.output)
+    quiet()
+    t = config.training
+    print(f"Training the uniform baseline of {config.space.name} on {config.data.name} "
+          f"({_plural(t.epochs + t.finetune_epochs, 'epoch')} per model, as one search), measuring "
+          f"{config.hardware.cost} ({config.hardware.target}); writing to {out_dir}")
+    outcome = run_baseline(config, output=out_dir, progress=sys.stderr.isatty(), workers=workers)
+    front = non_dominated(outcome.points, accuracy="test_accuracy")
+    print(f"\n{len(outcome.points)} uniform models ({outcome.trained} trained now, "
+          f"{len(outcome.points) - outcome.trained} kept from before) in {outcome.seconds:.0f} s; "
+          f"{len(front)} on the test-accuracy front:")
+    print(format_front(front, cost=outcome.cost, variable=None, label="model", architecture=True))
+    if (out_dir / "front.json").is_file():
+        searched = read_front(out_dir / "front.json")
+        ref = searched["reference_point"]
+        print(comparison(outcome.points, searched["points"], cost=outcome.cost,
+                         reference=(ref["accuracy"], ref["relative_cost"])))
+    print("wrote " + ", ".join(str(f) for f in outcome.files.values()))
+    return 0
+
+
+def baseline_command(args: argparse.Namespace) -> int:
+    return _run_baseline(load_config(args.config, {"output": args.out} if args.out is not None else {}),
+                         workers=args.workers)
+
+
+def pareto_command(args: argparse.Namespace) -> int:
+    from nni_udc.config import ConfigError
+    from nni_udc.experiment import quiet, run_pareto, storage_url
+    from nni_udc.pareto import format_comparison, format_front
+
+    overrides = {key: value for key, value in (("pareto.trials", args.trials), ("pareto.storage", args.storage))
+                 if value is not None}
+    config = load_config(args.config, overrides)
+    if not config.strategy.one_shot:  # before anything is built or written
+        raise ConfigError(f"{config.path}: strategy.name: the outer loop varies the one-shot search's cost target; "
+                          f"it must be one-shot, but got {config.strategy.name!r} (use 'nni-udc search' for "
+                          f"multi-trial strategies, 'nni-udc baseline' for the uniform grid)")
+    check_search(config)
+    output_directory(config.output)
+    check_storage(storage_url(config))
+    if not args.verbose:
+        quiet()
+    p = config.pareto
+    print(f"Tracing the front of {config.name}: {p.trials} searches over {p.variable} in [{p.low:g}, {p.high:g}] "
+          f"({p.sampler}), optimising {config.hardware.cost} ({config.hardware.target}); study in {storage_url(config)}"
+          + ("; then the uniform baseline" if p.baseline else ""))
+    outcome = run_pareto(config, inner_progress=args.verbose)
+    print()
+    print(format_front(outcome.front, cost=config.hardware.cost or "", variable=p.variable))
+    print(f"\n{len(outcome.front)} of {len(outcome.points)} searches on the front; hypervolume {outcome.hypervolume:.4f} "
+          f"(reference point: accuracy {p.reference_point[0]:g}, relative cost {p.reference_point[1]:g})")
+    if outcome.baseline is not None and outcome.comparison is not None:
+        b = outcome.baseline
+        print(f"\nUniform baseline: {len(b.points)} models ({b.trained} trained now) in {b.seconds:.0f} s. "
+              "The search against it (test accuracy):")
+        print(format_comparison(outcome.comparison, cost=config.hardware.cost or ""))
+    print("wrote " + ", ".join(str(f) for f in outcome.files.values()))
+    return 0
