@@ -143,10 +143,17 @@ def requeue(study: optuna.Study, trial: optuna.trial.BaseTrial) -> None:
 
 @contextmanager
 def _one_line_failures(catch: tuple[type[Exception], ...]) -> Iterator[None]:
-    """Optuna logs a caught failure with its traceback; for the failures the loop expects, the message suffices."""
+    """Optuna logs a caught failure with its traceback, then "failed with value None"; for the failures the loop
+    expects, the line with the message suffices."""
+    expected = {"trial": None}
+
     def drop_traceback(record: logging.LogRecord) -> bool:
         if record.exc_info and isinstance(record.exc_info[1], catch):
-            record.exc_info = None
+            record.exc_info, expected["trial"] = None, record.getMessage().split()[1]
+            return True
+        if expected["trial"] is not None and record.getMessage() == f"Trial {expected['trial']} failed with value None.":
+            expected["trial"] = None
+            return False
         return True
 
     logger = logging.getLogger("optuna.study._optimize")
