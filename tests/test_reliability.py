@@ -29,7 +29,7 @@ from nni_udc.config import load_config
 from nni_udc.evaluators.divergence import DivergedError
 from nni_udc.experiment import SearchOutcome, run_pareto, storage_url
 from nni_udc.pareto.owners import FAILURE, OWNER, retry_dead, this_process
-from nni_udc.pareto.study import open_study, run_until_complete
+from nni_udc.pareto.study import open_study, requeue, run_until_complete
 
 NNI_UDC = str(Path(sys.executable).parent / "nni-udc")
 
@@ -72,18 +72,21 @@ def _running(study: optuna.Study, value: float, owner: dict) -> optuna.Trial:
 
 def test_a_trial_whose_process_died_on_this_host_is_failed_and_queued_again(tmp_path):
     study = _study(tmp_path)
-    here = socket.gethostname()
-    _running(study, 0.05, {"host": here, "pid": _dead_pid(), "started": 0.0})
-    _running(study, 0.1, this_process())                                     # alive: this very process
-    _running(study, 0.2, {"host": "another-machine", "pid": 1, "started": 0.0})  # left to the heartbeat
-    _running(study, 0.25, {**this_process(), "started": this_process()["started"] - 100})  # a reused process id
+    me = this_process()
+    _running(study, 0.05, {**me, "pid": _dead_pid()})
+    _running(study, 0.1, me)                                      # alive: this very process
+    _running(study, 0.2, {**me, "host": "another-machine"})       # elsewhere: left to the heartbeat
+    _running(study, 0.25, {**me, "started": me["started"] - 100})  # a reused process id
+    _running(study, 0.28, {**me, "pid": _dead_pid(), "pid_namespace": "pid:[1]"})  # another container on this host
 
     assert retry_dead(study) == [0, 3]
     assert retry_dead(study) == []  # once only
     trials = study.get_trials()
-    assert [t.state for t in trials[:4]] == [TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING, TrialState.FAIL]
-    assert f"{here}:" in trials[0].user_attrs[FAILURE] and "ended while it ran" in trials[0].user_attrs[FAILURE]
-    retries = trials[4:]
+    assert [t.state for t in trials[:5]] == [TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING, TrialState.FAIL,
+                                             TrialState.RUNNING]
+    assert f"{socket.gethostname()}:" in trials[0].user_attrs[FAILURE]
+    assert "ended while it ran" in trials[0].user_attrs[FAILURE]
+    retries = trials[5:]
     assert [t.state for t in retries] == [TrialState.WAITING, TrialState.WAITING]
     assert [RetryHeartbeatStaleTrialCallback.retried_trial_number(t) for t in retries] == [0, 3]
     assert [t.params["target"] for t in retries] == [0.05, 0.25]  # the same values
@@ -92,7 +95,7 @@ def test_a_trial_whose_process_died_on_this_host_is_failed_and_queued_again(tmp_
 
 def test_the_loop_retries_a_dead_trial_and_ends_only_with_every_search_complete(tmp_path):
     study = _study(tmp_path)
-    _running(study, 0.05, {"host": socket.gethostname(), "pid": _dead_pid(), "started": 0.0})
+    _running(study, 0.05, {**this_process(), "pid": _dead_pid()})
     study.tell(study.ask({"target": optuna.distributions.FloatDistribution(0.03, 0.3, log=True)}), [0.8, 0.1])
     seen = []
 
@@ -106,6 +109,21 @@ def test_the_loop_retries_a_dead_trial_and_ends_only_with_every_search_complete(
     assert states.count(TrialState.COMPLETE) == 3 and states.count(TrialState.FAIL) == 1
     assert seen[0] == 0.05  # the dead trial's value first, then one new search
     assert len(seen) == 2
+
+
+def test_a_queued_value_pruned_by_a_worker_that_came_too_late_goes_back_to_the_queue(tmp_path):
+    study = _study(tmp_path)
+    retry = _running(study, 0.05, this_process())
+    study.tell(retry, state=TrialState.FAIL)
+    RetryHeartbeatStaleTrialCallback()(study, study.get_trials()[0])  # queues 0.05 again, as a retry of trial 0
+    for _ in range(2):  # the retry, then a value the sampler proposes
+        trial = study.ask()
+        trial.suggest_float("target", 0.03, 0.3, log=True)
+        requeue(study, trial)
+        study.tell(trial, state=TrialState.PRUNED)
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [(t.params, RetryHeartbeatStaleTrialCallback.retried_trial_number(t)) for t in waiting] == [
+        ({"target": 0.05}, 0)]
 
 
 def test_the_loop_waits_for_a_search_another_worker_still_runs(tmp_path):

@@ -3,10 +3,11 @@
 Optuna's heartbeat (``RDBStorage(heartbeat_interval=..., grace_period=...)``) fails a killed worker's trial only
 once the grace period has passed; a run restarted sooner sees the dead trial as RUNNING, as if another worker
 were running that search, and the journal storage has no heartbeat at all. So each trial records its owner —
-host name, process id and the process's start time (a process id can be reused) — in its user attributes, and
-a worker fails the RUNNING trials whose owner on this host is gone and enqueues each once more with the same
-value, exactly as Optuna's ``RetryHeartbeatStaleTrialCallback`` does for a stale heartbeat. Owners on other
-hosts cannot be checked from here: their trials are left to the heartbeat.
+host name, process-id namespace (containers sharing a host name each have their own), process id and the
+process's start time (a process id can be reused) — in its user attributes, and a worker fails the RUNNING
+trials whose owner on this host is gone and enqueues each once more with the same value, exactly as Optuna's
+``RetryHeartbeatStaleTrialCallback`` does for a stale heartbeat. Owners elsewhere cannot be checked from here:
+their trials are left to the heartbeat.
 
 Example:
     >>> owner = this_process()
@@ -16,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import os
 import socket
 import warnings
 from collections.abc import Mapping
@@ -36,10 +38,18 @@ FAILURE = "failure"
 MAX_RETRY = 3
 
 
+def _pid_namespace() -> str:
+    try:
+        return os.readlink("/proc/self/ns/pid")  # Linux: 'pid:[4026531836]'
+    except OSError:
+        return ""
+
+
 def this_process() -> dict[str, Any]:
-    """This process as a trial's owner: host name, process id and start time (seconds since the epoch)."""
+    """This process as a trial's owner: host, process-id namespace, process id and start time (epoch seconds)."""
     me = psutil.Process()
-    return {"host": socket.gethostname(), "pid": me.pid, "started": round(me.create_time(), 2)}
+    return {"host": socket.gethostname(), "pid_namespace": _pid_namespace(), "pid": me.pid,
+            "started": round(me.create_time(), 2)}
 
 
 def claim(trial: optuna.Trial) -> None:
@@ -48,8 +58,9 @@ def claim(trial: optuna.Trial) -> None:
 
 
 def is_dead(owner: Mapping[str, Any]) -> bool:
-    """Whether ``owner`` (see :func:`this_process`) ran on this host and its process is gone (or the id reused)."""
-    if owner.get("host") != socket.gethostname() or not isinstance(owner.get("pid"), int):
+    """Whether ``owner`` (see :func:`this_process`) ran here and its process is gone (or its id reused)."""
+    here = owner.get("host") == socket.gethostname() and owner.get("pid_namespace") == _pid_namespace()
+    if not here or not isinstance(owner.get("pid"), int):
         return False
     try:
         started = psutil.Process(owner["pid"]).create_time()

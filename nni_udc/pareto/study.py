@@ -127,18 +127,19 @@ def enough(study: optuna.Study, trial: optuna.trial.BaseTrial, trials: int) -> b
     return len(others) >= trials
 
 
-def requeue(study: optuna.Study, trial: optuna.trial.BaseTrial) -> None:
+def requeue(study: optuna.Study, trial: optuna.Trial) -> None:
     """Put a trial that came from the queue (an initial value, a retry) back into it, as it was.
 
     A worker that finds the study already has enough searches prunes the trial it just asked for; a queued
     value must not be lost with it. Trials the sampler proposed are not queued again.
     """
-    system = trial.system_attrs
+    frozen = study._storage.get_trial(trial._trial_id)  # a live Trial does not show its system attributes
+    system = frozen.system_attrs
     if "fixed_params" not in system and "failed_trial" not in system:
         return
     kept = {k: v for k, v in system.items() if k in ("failed_trial", "retry_history")}
-    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, params=trial.params,
-                                              distributions=trial.distributions, system_attrs=kept))
+    study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, params=frozen.params,
+                                              distributions=frozen.distributions, system_attrs=kept))
 
 
 @contextmanager
@@ -182,10 +183,10 @@ def run_until_complete(study: optuna.Study, objective: Callable[[optuna.Trial], 
         with warnings.catch_warnings():  # Optuna calls the heartbeat helpers "experimental"
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             fail_stale_trials(study)
-        complete = len(finished(study))
+        states = [t.state for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))]
+        complete, running = states.count(TrialState.COMPLETE), states.count(TrialState.RUNNING)  # one snapshot
         if complete >= trials or give_up():
             return
-        running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
         if complete + running >= trials:
             time.sleep(poll)
             continue
