@@ -30,7 +30,7 @@ from optuna.trial import TrialState
 
 __all__ = ["FAILURE", "OWNER", "claim", "is_dead", "retry_dead", "this_process"]
 
-#: user attribute of a trial: the process running it ({"host", "pid", "started"})
+#: user attribute of a trial: the process running it (see :func:`this_process`)
 OWNER = "owner"
 #: user attribute of a failed trial: why it failed
 FAILURE = "failure"
