@@ -253,15 +253,18 @@ def train_supernet(config: ExperimentConfig, *, epochs: int, output: str | Path 
                    progress: bool = False) -> Path:
     """Train the weight-shared supernet of ``config``'s space once and save its weights (``OUTPUT/supernet.pt``).
 
-    The weights train for ``epochs`` under the uniform mixture of every candidate (the architecture parameters
-    stay at their start, as in a warm-up), on the same part of the train split as a search's weights. Every
-    search of a Pareto sweep then starts from these weights (``run_search(..., supernet=path)``) and needs only
-    a short architecture search and its fine-tune. An existing file is reused (resume, or another worker made
-    it); workers sharing the output directory train it once.
+    The weights train single-path for ``epochs`` (:func:`~nni_udc.strategies.single_path.train_single_path`:
+    every step trains the largest, the smallest and two random architectures), on the same part of the train
+    split as a search's weights, with the training section's learning rate and batch size. Every search of a
+    Pareto sweep then starts from these weights (``run_search(..., supernet=path)``) and needs only a short
+    architecture search and its fine-tune. An existing file is reused (resume, or another worker made it);
+    workers sharing the output directory train it once.
     """
-    from nni.nas.experiment import NasExperiment, NasExperimentConfig
+    from torch.utils.data import DataLoader
 
     from nni_udc.data import load_dataset
+    from nni_udc.data.traced import BundledSplit
+    from nni_udc.strategies.single_path import train_single_path
 
     output = Path(output if output is not None else config.output)
     output.mkdir(parents=True, exist_ok=True)
@@ -273,12 +276,20 @@ def train_supernet(config: ExperimentConfig, *, epochs: int, output: str | Path 
         splits = load_dataset(config.data.name, seed=config.data.seed)
         space = _space(config, splits.input_shape)
         strategy = STRATEGIES[config.strategy.name].build(
-            cost=config.hardware.cost, hardware=config.hardware.target, weight=0.0, warmup_epochs=epochs,
-            seed=config.seed, **config.strategy.args)
-        shared = replace(config, training=replace(config.training, epochs=epochs))
-        nni_config = NasExperimentConfig("sequential", "raw")
-        nni_config.experiment_working_directory = str((output / "nni-experiments").resolve())
-        NasExperiment(space, _evaluator(shared, output, progress=progress, logger=False), strategy, nni_config).run(debug=False)
+            cost=config.hardware.cost, hardware=config.hardware.target, weight=0.0, seed=config.seed,
+            **config.strategy.args)
+        strategy.prepare_cost(space, splits.train.tensors[0][:2])
+        supernet = strategy.mutate_model(space)
+        generator = torch.Generator().manual_seed(config.seed)
+        loader = DataLoader(BundledSplit(config.data.name, "train", part="weights", arch_fraction=ARCH_SPLIT,
+                                         seed=config.data.seed),
+                            batch_size=config.training.batch_size, shuffle=True, generator=generator)
+        try:
+            train_single_path(supernet, strategy.distribution, loader, epochs=epochs,
+                              learning_rate=config.training.learning_rate, seed=config.seed, progress=progress)
+        except DivergedError as error:
+            raise DivergedError(f"{config.path}: the shared supernet diverged: {error}; lower "
+                                f"training.learning_rate ({config.training.learning_rate:g})") from None
         partial = output / "supernet.pt.partial"
         strategy.save_supernet(partial)
         partial.replace(path)  # atomic: a killed run never leaves a half-written file

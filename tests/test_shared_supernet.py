@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,67 @@ def test_a_study_trains_its_supernet_once_and_every_search_starts_from_it(tmp_pa
         assert report["relative_cost"] <= report["target"]
         assert report["supernet"] == str(supernet)  # the search started from the shared weights
     # resuming with more searches reuses the supernet: not trained again
-    more = load_config(_config(tmp_path))
-    more.pareto.trials = 3
+    base = load_config(_config(tmp_path))
+    more = replace(base, pareto=replace(base.pareto, trials=3))
     assert len(run_pareto(more, progress=False).points) == 3
     assert supernet.stat().st_mtime_ns == made
+
+
+# ----- single-path training and the sampled candidates ------------------------------------------------------------
+
+def _tiny_supernet():
+    from nni_udc.spaces import DigitsSpace
+    from nni_udc.strategies import UDC
+
+    space = DigitsSpace(widths=[8], weight_bits=[2, 8], sparsity=[0.0, 0.5], head_bits=[8], stem_bits=[8])
+    strategy = UDC(cost="memory_bits", target=0.1)
+    strategy.prepare_cost(space, torch.zeros(2, 1, 8, 8))
+    return strategy, strategy.mutate_model(space)
+
+
+def test_sandwich_takes_the_extremes_of_numeric_labels_and_draws_the_rest():
+    import random
+
+    from nni.mutable import Categorical
+
+    from nni_udc.strategies.single_path import sandwich
+
+    choices = {"b": Categorical([4, 2, 8], label="b"), "op": Categorical(["conv", "lowrank"], label="op")}
+    samples = sandwich(choices, random.Random(1), random_samples=3)
+    assert len(samples) == 5
+    assert [s["b"] for s in samples[:2]] == [8, 2]
+    assert all(s["op"] in ("conv", "lowrank") for s in samples)
+
+
+def test_single_path_training_lowers_every_sampled_loss_and_keeps_the_architecture_parameters():
+    from torch.utils.data import DataLoader
+
+    from nni_udc.data.traced import BundledSplit
+    from nni_udc.strategies.single_path import train_single_path
+    from nni_udc.strategies.udc import _SupernetScore
+
+    strategy, supernet = _tiny_supernet()
+    dist = strategy.distribution
+    before = dist.state()
+    arch = DataLoader(BundledSplit("digits", "train", part="arch"), batch_size=216)
+    score = _SupernetScore(supernet, dist, type("E", (), {"val_dataloaders": arch, "module": None})())
+    small = {label: min(c.values) for label, c in dist.choices.items() if label != "op"} | {"op": "conv"}
+    untrained = score(small)
+    loader = DataLoader(BundledSplit("digits", "train", part="weights"), batch_size=64, shuffle=True)
+    losses = train_single_path(supernet, dist, loader, epochs=5, seed=0)
+    assert losses[-1] < losses[0]
+    assert score(small) < 0.7 * untrained  # the smallest (all 2-bit) model itself learnt: 2.32 -> 1.32 seen
+    assert all(torch.equal(before[label], after) for label, after in dist.state().items())
+
+
+def test_sampled_candidates_are_within_budget_and_seeded():
+    from nni_udc.strategies.udc import _compiled_cost, _random_within
+
+    strategy, _ = _tiny_supernet()
+    cost = _compiled_cost(strategy._profiler.expression)
+    costs = sorted(cost(s) for s in _random_within(strategy.distribution.choices, cost, float("inf"), 200, seed=0))
+    budget = costs[len(costs) // 2]  # about half of all architectures fit
+    first = _random_within(strategy.distribution.choices, cost, budget, 20, seed=3)
+    assert len(first) == 20 and all(cost(s) <= budget for s in first)
+    assert first == _random_within(strategy.distribution.choices, cost, budget, 20, seed=3)
+    assert _random_within(strategy.distribution.choices, cost, 0.0, 5, seed=0, tries=10) == []  # nothing fits: none

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import random
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,6 +161,9 @@ class UDC(DARTS):
         candidates: with ``target``, this many most probable architectures within budget are scored by the
             supernet's loss on the evaluator's validation (architecture) data; the best is exported.
             1 exports the most probable one.
+        samples: with ``target``, also score this many architectures drawn uniformly at random within the
+            budget (seeded): the candidates a supernet trained single-path (:mod:`~nni_udc.strategies.single_path`)
+            ranks best need not be the ones the architecture parameters favour.
         refine: with ``target``, at most this many rounds of local search after that: every single-label
             change within budget is scored by the supernet's loss and the best improvement is taken (the
             supernet as an accuracy predictor; 0 turns it off).
@@ -184,7 +188,7 @@ class UDC(DARTS):
                  step_size: float = 1.0, reference: float | None = None, example_input: Any = None,
                  arc_learning_rate: float = 1e-2, warmup_epochs: int = 0,
                  temperature: float | tuple[float, float] | None = None, gumbel: bool = False, candidates: int = 1,
-                 refine: int = 0,
+                 samples: int = 0, refine: int = 0,
                  finetune_epochs: int = 0, finetune_learning_rate: float | None = None,
                  report_costs: Sequence[str] | None = None, seed: int | None = None,
                  supernet_weights: str | Path | Mapping[str, torch.Tensor] | None = None,
@@ -207,6 +211,8 @@ class UDC(DARTS):
             raise ValueError(f"weight must be a number >= 0, but got {weight!r}")
         if not isinstance(candidates, int) or isinstance(candidates, bool) or candidates < 1:
             raise ValueError(f"candidates must be an integer >= 1, but got {candidates!r}")
+        if not isinstance(samples, int) or isinstance(samples, bool) or samples < 0:
+            raise ValueError(f"samples must be an integer >= 0, but got {samples!r}")
         if not isinstance(refine, int) or isinstance(refine, bool) or refine < 0:
             raise ValueError(f"refine must be an integer >= 0, but got {refine!r}")
         for name in report_costs:
@@ -215,6 +221,7 @@ class UDC(DARTS):
         self.weight, self.target, self.step_size, self.reference = weight, target, step_size, reference
         self.example_input = example_input
         self.temperature, self.gumbel, self.candidates, self.refine = temperature, gumbel, candidates, refine
+        self.samples = samples
         self.finetune_epochs = finetune_epochs
         self.finetune_learning_rate = finetune_learning_rate
         self.report_costs = tuple(report_costs)
@@ -393,7 +400,8 @@ class UDC(DARTS):
         budget are scored by the supernet's loss on fixed architecture-data batches and the lowest wins.
         With ``refine``, the most probable architecture within budget *given* each value of each label joins
         the candidates (so that a wide, low-bit model competes with a narrow, high-bit one), and single-label
-        moves within budget that lower the loss are then taken, best first.
+        moves within budget that lower the loss are then taken, best first. With ``samples``, that many random
+        architectures within budget are scored too.
         """
         budget = self.target * self._rule.reference
         cost = _compiled_cost(self._profiler.expression)
@@ -402,9 +410,10 @@ class UDC(DARTS):
             _logger.warning("no architecture among the most probable fits the budget %.4g; exporting the cheapest "
                             "move away from the most probable one", budget)
             return _cheapest_descent(argmax, self.distribution, cost, budget)
-        if len(found) == 1 and not self.refine:
+        if len(found) == 1 and not self.refine and not self.samples:
             return found[0][1]
-        starts = [sample for _, sample in found]
+        starts = [sample for _, sample in found] + _random_within(self.distribution.choices, cost, budget,
+                                                                   self.samples, seed=self.seed or 0)
         if self.refine:  # also the most probable model given each value of each label: wide-and-low-bit
             for label, choice in self.distribution.choices.items():  # is two label changes away from narrow-and-8-bit
                 for value in choice.values:
@@ -452,6 +461,21 @@ class _SupernetScore:
             supernet.load_state_dict(buffers, strict=False)
             supernet.train(was_training)
         return total / max(count, 1)
+
+
+def _random_within(choices: Mapping[str, Any], cost: Callable[[Mapping[str, Any]], float], budget: float,
+                   count: int, *, seed: int, tries: int = 200) -> list[dict[str, Any]]:
+    """Up to ``count`` architectures drawn uniformly (seeded), keeping those with ``cost <= budget``
+    (at most ``tries × count`` draws: a budget below almost every architecture yields fewer)."""
+    rng = random.Random(seed)
+    found: list[dict[str, Any]] = []
+    for _ in range(tries * count):
+        if len(found) >= count:
+            break
+        sample = {label: rng.choice(c.values) for label, c in choices.items()}
+        if cost(sample) <= budget:
+            found.append(sample)
+    return found
 
 
 def _compiled_cost(expression: Any) -> Callable[[Mapping[str, Any]], float]:
