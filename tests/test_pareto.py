@@ -14,6 +14,7 @@ import optuna
 import pytest
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
+from sqlalchemy.exc import OperationalError
 
 from nni_udc.cli import main
 from nni_udc.config import load_config
@@ -151,7 +152,7 @@ def _trials(storage: str, study: str = "tiny") -> list[optuna.trial.FrozenTrial]
         return []  # the worker has not created it yet
     try:
         return optuna.load_study(study_name=study, storage=storage).get_trials()
-    except KeyError:  # the study is not created yet
+    except (KeyError, OperationalError):  # the study, or its tables (the worker is creating them), not there yet
         return []
 
 
