@@ -77,15 +77,41 @@ class SearchOutcome:
         return out
 
 
-def quiet() -> None:
-    """Silence NNI's and Lightning's INFO logs and warnings (our progress bars say what happens)."""
+@contextmanager
+def quiet(enabled: bool = True) -> Iterator[None]:
+    """Within the block, silence warnings and NNI's and Lightning's INFO logs (our progress bars say what happens).
+
+    Scoped: warning filters and logger levels are restored on exit, so a program that calls
+    :func:`~nni_udc.experiment.run_search` keeps its own. ``enabled=False`` changes nothing (``--verbose``).
+    Like :func:`warnings.catch_warnings`, not meant for threads that warn at the same time.
+
+    Example:
+        >>> with warnings.catch_warnings(record=True) as seen:
+        ...     warnings.simplefilter("always")
+        ...     with quiet():
+        ...         warnings.warn("dropped")
+        ...     warnings.warn("kept")
+        >>> [str(w.message) for w in seen]
+        ['kept']
+    """
+    if not enabled:
+        yield
+        return
     import nni.nas.experiment  # noqa: F401  (both set their loggers' levels when imported: import them first)
     import pytorch_lightning  # noqa: F401
 
-    warnings.filterwarnings("ignore")
-    for name in list(logging.root.manager.loggerDict):
-        if name.split(".")[0] in ("nni", "pytorch_lightning", "lightning", "lightning_fabric"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+    loggers = [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+               if name.split(".")[0] in ("nni", "pytorch_lightning", "lightning", "lightning_fabric")]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
 
 
 def _space(config: ExperimentConfig, data_shape: tuple[int, ...]) -> Any:
@@ -406,14 +432,15 @@ _WORTH_A_POOL = 8  # models left to train from which worker processes pay for th
 
 def _start_worker(config: ExperimentConfig) -> None:
     global _WORKER
-    warnings.filterwarnings("ignore")
-    _WORKER = _Trainer(config)
+    with quiet():
+        _WORKER = _Trainer(config)
 
 
 def _train_in_worker(sample: dict[str, Any]) -> tuple[float, float, float]:
     if _WORKER is None:
         raise RuntimeError("a baseline worker process runs _start_worker first")
-    return _WORKER(sample)
+    with quiet():
+        return _WORKER(sample)
 
 
 def _results(trainer: _Trainer, config: ExperimentConfig, todo: list[tuple[int, dict[str, Any]]],

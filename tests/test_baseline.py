@@ -159,8 +159,8 @@ def test_pareto_runs_the_baseline_draws_it_and_compares(tmp_path, capsys):
                   extra="search: {target: 0.3}\npareto: {trials: 1, initial: 1, low: 0.2, high: 0.5}\n")
     config = load_config(path)
     assert config.pareto.baseline  # the default
-    quiet()
-    outcome = run_pareto(config, progress=False)
+    with quiet():
+        outcome = run_pareto(config, progress=False)
     assert outcome.baseline is not None and len(outcome.baseline.points) == 7
     assert outcome.comparison is not None
     assert [m.baseline for m in outcome.comparison.matches] == non_dominated(outcome.baseline.points,

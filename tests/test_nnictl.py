@@ -1,6 +1,7 @@
 """The nnictl route: the Optuna tuner driven directly, registration, the trial body, and a real ``nnictl create``."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -221,7 +222,7 @@ def test_trial_restores_the_clobbered_parameters(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr(nni, "get_next_parameter", get_next_parameter)
     monkeypatch.setattr(nni, "report_final_result", report_final_result)
     monkeypatch.setattr(experiment, "run_search", run_search)
-    monkeypatch.setattr(experiment, "quiet", lambda: None)
+    monkeypatch.setattr(experiment, "quiet", contextlib.nullcontext)
     monkeypatch.setattr(nni.trial, "_params", None)
     got = cli_nnictl.trial(config)
     metric, params_at_report = calls["report"]

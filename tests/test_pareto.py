@@ -74,8 +74,8 @@ def test_initial_values_are_log_spaced():
 def finished_run(tmp_path_factory):
     directory = tmp_path_factory.mktemp("pareto")
     config = load_config(_write_config(directory, trials=4, initial=3))
-    quiet()
-    outcome = run_pareto(config, progress=False)
+    with quiet():
+        outcome = run_pareto(config, progress=False)
     return config, outcome
 
 
@@ -135,8 +135,8 @@ def test_a_finished_study_is_not_run_again(finished_run):
 
 def test_journal_storage(tmp_path):
     config = load_config(_write_config(tmp_path, trials=1, initial=1, storage=f"journal:{tmp_path / 'journal.log'}"))
-    quiet()
-    outcome = run_pareto(config, progress=False)
+    with quiet():
+        outcome = run_pareto(config, progress=False)
     assert len(outcome.points) == 1 and (tmp_path / "journal.log").stat().st_size > 0
 
 

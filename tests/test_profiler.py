@@ -2,10 +2,13 @@
 
 ``CostProfiler`` builds one NNI expression per cost; evaluating it on a sample must give exactly
 what :func:`exact_costs` measures on ``space.freeze(sample)``. NNI's own ``FlopsProfiler`` and
-``NumParamsProfiler`` (taught our modules on import of ``nni_udc.evaluators``) must agree as well,
+``NumParamsProfiler`` (taught our modules by ``register_nni_formulas``) must agree as well,
 and an ``ExpressionConstraint`` on the expression must accept exactly the models within budget.
 """
 from __future__ import annotations
+
+import subprocess
+import sys
 
 import nni
 import numpy as np
@@ -17,7 +20,7 @@ from nni.nas.profiler.pytorch.flops import FlopsProfiler, NumParamsProfiler
 from nni.nas.space import current_model, model_context
 from torch import nn
 
-from nni_udc.evaluators import COSTS, CostProfiler, exact_costs
+from nni_udc.evaluators import COSTS, CostProfiler, exact_costs, register_nni_formulas
 from nni_udc.nn import (
     MutableLowRankConv2d,
     MutableLowRankLinear,
@@ -118,12 +121,33 @@ def test_cost_profiler_equals_exact(space, samples, exact, cost):
     assert len(set(want)) > 3          # the cost really varies over the samples
 
 
-def test_nni_flops_profiler_equals_exact_macs(space, samples, exact):
+@pytest.fixture
+def nni_knows_our_modules() -> None:
+    register_nni_formulas()
+
+
+def test_importing_registers_nothing_with_nni():
+    # a fresh interpreter: importing every package of nni-udc leaves NNI's profiler registries as they were
+    code = """
+import nni.nas.profiler.pytorch.flops as flops
+import nni.nas.profiler.pytorch.utils.misc as misc
+before = (set(flops._flops_formula), list(misc._leaf_registry))
+import nni_udc, nni_udc.evaluators, nni_udc.strategies, nni_udc.spaces, nni_udc.pareto, nni_udc.cli, nni_udc.experiment
+assert (set(flops._flops_formula), list(misc._leaf_registry)) == before
+from nni_udc.evaluators import register_nni_formulas
+register_nni_formulas()
+assert len(flops._flops_formula) > len(before[0]) and len(misc._leaf_registry) > len(before[1])
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_nni_flops_profiler_equals_exact_macs(space, samples, exact, nni_knows_our_modules):
     profiler = FlopsProfiler(space, X, count_bias=False, count_normalization=False, count_activation=False)
     assert [profiler.profile(s) for s in samples] == pytest.approx([e["macs"] for e in exact], rel=1e-9)
 
 
-def test_nni_params_profiler_equals_exact_params(space, samples, exact):
+def test_nni_params_profiler_equals_exact_params(space, samples, exact, nni_knows_our_modules):
     profiler = NumParamsProfiler(space, X, count_normalization=False)
     assert [profiler.profile(s) for s in samples] == pytest.approx([e["params"] for e in exact], rel=1e-9)
 
@@ -208,6 +232,6 @@ class _HalfRemoved(ModelSpace, label_prefix=None):
         return self.fc(x)
 
 
-def test_nni_flops_with_bias_skips_removed_channels():
+def test_nni_flops_with_bias_skips_removed_channels(nni_knows_our_modules):
     # one kept output: 4 MACs and 1 bias add; the removed channel has neither weights nor bias
     assert FlopsProfiler(_HalfRemoved(), torch.zeros(1, 4)).profile({"h_g0": 0, "h_g1": 8}) == 5

@@ -28,9 +28,9 @@ output: {directory / 'run'}
 
 @pytest.mark.slow
 def test_a_study_trains_its_supernet_once_and_every_search_starts_from_it(tmp_path):
-    quiet()
     config = load_config(_config(tmp_path))
-    outcome = run_pareto(config, progress=False)
+    with quiet():
+        outcome = run_pareto(config, progress=False)
     supernet = tmp_path / "run" / "supernet.pt"
     assert supernet.exists() and not (tmp_path / "run" / "supernet.pt.partial").exists()
     assert len(outcome.points) == 2

@@ -87,11 +87,15 @@ def run_demo(*, trials: int = 16, epochs: int = 12, strategy: str = "udc", targe
              finetune_epochs: int | None = None, seed: int = 0, out: str | Path = "runs/demo",
              verbose: bool = False) -> dict[str, Any]:
     """Run the demo search and print the table; returns what it wrote to ``out/results.json``."""
-    if not verbose:
-        quiet()
+    with quiet(enabled=not verbose):
+        return _demo(trials=trials, epochs=epochs, strategy=strategy, targets=targets, finetune_epochs=finetune_epochs,
+                     seed=seed, out=Path(out))
+
+
+def _demo(*, trials: int, epochs: int, strategy: str, targets: tuple[float, ...], finetune_epochs: int | None,
+          seed: int, out: Path) -> dict[str, Any]:
     started = time.time()
     torch.manual_seed(seed)
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     space = DigitsSpace()
     splits = load_digits_splits(seed=seed)

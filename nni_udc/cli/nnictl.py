@@ -30,7 +30,6 @@ def trial(config_path: str | Path) -> dict[str, Any]:
     from nni_udc.experiment import quiet, run_search
 
     config = load_config(config_path)
-    quiet()
     params = nni.get_next_parameter() or {}
     variable = config.pareto.variable
     if variable not in params:
@@ -49,7 +48,8 @@ def trial(config_path: str | Path) -> dict[str, Any]:
     # (nni/nas/execution/sequential.py, _run_single_model). Keep the outer record and put it back.
     outer_params = nni.trial._params
     try:
-        outcome = run_search(config, output=output, progress=False, **{variable: float(value)})
+        with quiet():
+            outcome = run_search(config, output=output, progress=False, **{variable: float(value)})
     finally:
         nni.trial._params = outer_params
     result = {"default": float(outcome.accuracy), "relative_cost": float(outcome.relative_cost),

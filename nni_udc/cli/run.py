@@ -41,10 +41,10 @@ def search_command(args: argparse.Namespace) -> int:
 
     check_search(config)
     out = output_directory(config.output)
-    quiet()
     print(f"Searching {config.space.name} with {config.strategy.name} on {config.data.name}, "
           f"optimising {config.hardware.cost} ({config.hardware.target}); writing to {out}")
-    outcome = run_search(config, output=out, progress=sys.stderr.isatty())
+    with quiet():
+        outcome = run_search(config, output=out, progress=sys.stderr.isatty())
     print(f"found: val acc {outcome.accuracy:.3f}, test acc {outcome.test_accuracy:.3f}, "
           f"{outcome.cost} {outcome.costs[outcome.cost]:,.6g} = {outcome.relative_cost:.4f} x the uncompressed model")
     print("architecture: " + ", ".join(f"{k}={v}" for k, v in outcome.sample.items()))
@@ -58,12 +58,12 @@ def _run_baseline(config: ExperimentConfig, *, workers: int | None) -> int:
 
     check_search(config)
     out_dir = output_directory(config.output)
-    quiet()
     t = config.training
     print(f"Training the uniform baseline of {config.space.name} on {config.data.name} "
           f"({_plural(t.epochs + t.finetune_epochs, 'epoch')} per model, as one search), measuring "
           f"{config.hardware.cost} ({config.hardware.target}); writing to {out_dir}")
-    outcome = run_baseline(config, output=out_dir, progress=sys.stderr.isatty(), workers=workers)
+    with quiet():
+        outcome = run_baseline(config, output=out_dir, progress=sys.stderr.isatty(), workers=workers)
     front = non_dominated(outcome.points, accuracy="test_accuracy")
     print(f"\n{len(outcome.points)} uniform models ({outcome.trained} trained now, "
           f"{len(outcome.points) - outcome.trained} kept from before) in {outcome.seconds:.0f} s; "
@@ -98,13 +98,12 @@ def pareto_command(args: argparse.Namespace) -> int:
     check_search(config)
     output_directory(config.output)
     check_storage(storage_url(config))
-    if not args.verbose:
-        quiet()
     p = config.pareto
     print(f"Tracing the front of {config.name}: {p.trials} searches over {p.variable} in [{p.low:g}, {p.high:g}] "
           f"({p.sampler}), optimising {config.hardware.cost} ({config.hardware.target}); study in {storage_url(config)}"
           + ("; then the uniform baseline" if p.baseline else ""))
-    outcome = run_pareto(config, inner_progress=args.verbose)
+    with quiet(enabled=not args.verbose):
+        outcome = run_pareto(config, inner_progress=args.verbose)
     print()
     print(format_front(outcome.front, cost=config.hardware.cost or "", variable=p.variable))
     print(f"\n{len(outcome.front)} of {len(outcome.points)} searches on the front; hypervolume {outcome.hypervolume:.4f} "

@@ -1,7 +1,8 @@
 """Costs of compressed models: layer specs, pure cost formulas, exact costs and NNI profilers.
 
-Importing this package registers nni-udc's modules with NNI's profilers (shape inference, FLOPs and
-parameter formulas), so NNI's ``FlopsProfiler`` and ``NumParamsProfiler`` understand them.
+:func:`register_nni_formulas` teaches NNI's own profilers nni-udc's modules (shape inference, FLOPs and
+parameter formulas), so NNI's ``FlopsProfiler`` and ``NumParamsProfiler`` understand them; call it once
+before using them (:class:`CostProfiler` calls it itself). Importing this package registers nothing.
 """
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ from nni_udc.evaluators.exact import exact_costs, model_specs
 from nni_udc.evaluators.layers import register_spec_builder, specs_of
 from nni_udc.evaluators.nni_profiler import CostProfiler, register_nni_formulas
 from nni_udc.evaluators.spec import LayerSpec
-
-register_nni_formulas()
 
 __all__ = [
     "COSTS",

@@ -3,8 +3,8 @@
 Two things:
 
 1. :func:`register_nni_formulas` teaches NNI's own ``FlopsProfiler`` / ``NumParamsProfiler`` (and its shape
-   inference) our modules, with MACs as "flops" and our parameter count as "params". It runs when
-   :mod:`nni_udc.evaluators` is imported.
+   inference) our modules, with MACs as "flops" and our parameter count as "params". Call it before using
+   NNI's profilers on our modules; :class:`CostProfiler` calls it itself, and nothing runs it at import.
 2. :class:`CostProfiler` turns any cost formula (``'memory_bits'``, ``'bitops'``, a function of a spec)
    into a symbolic NNI expression over a model space, usable by ``ExpressionConstraint`` and
    NNI's multi-trial strategies. ``LayerChoice`` becomes ``switch_case``; ``Repeat`` depth becomes
