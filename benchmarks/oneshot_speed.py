@@ -27,13 +27,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import nni_udc  # noqa: F401  (first: silences NNI's torch-version warnings)
 import pytorch_lightning as pl
 import torch
 from nni.nas.experiment import NasExperiment, NasExperimentConfig
 from nni.nas.strategy import RegularizedEvolution
 from torch import nn
 
+import nni_udc  # noqa: F401  (first: silences NNI's torch-version warnings)
 from nni_udc.evaluators import exact_costs
 from nni_udc.evaluators.lightning import classification_evaluator
 from nni_udc.experiment import quiet

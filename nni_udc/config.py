@@ -219,7 +219,7 @@ def _storage(value: Any) -> str | None:
         if not folder.is_dir():
             raise _Invalid(f"a file in an existing directory ({str(folder)!r} is not one)")
         if Path(file).is_dir():
-            raise _Invalid(f"a file, not a directory")
+            raise _Invalid("a file, not a directory")
         return value
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError

@@ -12,10 +12,10 @@ import re
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -136,7 +136,8 @@ CASES = [
     Case("duplicate nested key", lambda f: ["search", _file(f, "exp.yaml", GOOD.replace("epochs: 1,", "epochs: 1, epochs: 2,"))],
          r"exp\.yaml: not valid YAML at line 3, column \d+: duplicate key 'epochs'"),
     Case("YAML alias bomb", _bomb, r"bomb\.yaml: the document expands to more than 100,000 values"),
-    Case("a long bad value is cut", lambda f: ["search", _file(f, "exp.yaml", GOOD.replace("name: tiny", "name: [" + "7, " * 20000 + "7]"))],
+    Case("a long bad value is cut",
+         lambda f: ["search", _file(f, "exp.yaml", GOOD.replace("name: tiny", "name: [" + "7, " * 20000 + "7]"))],
          r"exp\.yaml: name: must be a non-empty string, but got \[7, 7, 7, 7, \.\.\.\]$"),
     Case("--weight infinite", lambda f: ["search", _experiment(f), "--weight", "inf"],
          r"argument --weight: must be a finite number >= 0, but got 'inf'"),

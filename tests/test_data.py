@@ -116,8 +116,9 @@ def test_custom_fractions() -> None:
 
 
 def test_mnist1d_generation_deterministic_and_rng_untouched() -> None:
-    from nni_udc.data import mnist1d as mod
     from mnist1d.data import get_dataset_args
+
+    from nni_udc.data import mnist1d as mod
 
     assert get_dataset_args().seed == mod.DEFAULT_DATA_SEED
     x, y, x_test, y_test = mod._generate(mod.DEFAULT_DATA_SEED)

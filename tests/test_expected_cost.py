@@ -16,7 +16,6 @@ from nni_udc.nn import (
     MutableLowRankConv2d,
     MutableLowRankLinear,
     MutableQuantConv2d,
-    MutableQuantLinear,
     MutableSparseConv2d,
     act_bits_choice,
     bits_choice,

@@ -18,10 +18,9 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from nni_udc.pareto import initial_values
 from nni_udc.cli import main as cli_main
 from nni_udc.cli import nnictl as cli_nnictl
-from nni_udc.pareto import nnictl
+from nni_udc.pareto import initial_values, nnictl
 from nni_udc.pareto.tuner import OptunaTuner
 
 ARCH = {"width": 8, "op": "conv", "b_block": 4}

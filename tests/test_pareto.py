@@ -33,7 +33,8 @@ name: tiny
 space: digits
 training: {{epochs: 1, finetune_epochs: 0}}
 search: {{target: 0.1}}
-pareto: {{trials: {trials}, low: 0.03, high: 0.3, initial: {initial}, heartbeat_interval: 1, grace_period: 3, baseline: false{storage_line}}}
+pareto: {{trials: {trials}, low: 0.03, high: 0.3, initial: {initial}, heartbeat_interval: 1, grace_period: 3,
+         baseline: false{storage_line}}}
 output: {directory / 'run'}
 """)
     return path

@@ -12,8 +12,8 @@ from nni.nas.experiment import NasExperiment, NasExperimentConfig
 from nni.nas.nn.pytorch import LayerChoice, ModelSpace
 from torch import nn
 
-from nni_udc.evaluators import CostProfiler, exact_costs
 from nni_udc.data.traced import BundledSplit
+from nni_udc.evaluators import CostProfiler, exact_costs
 from nni_udc.evaluators.lightning import classification_evaluator
 from nni_udc.evaluators.training import accuracy
 from nni_udc.nn import MutableQuantConv2d, MutableSparseConv2d, SparseConv2d, bits_choice

@@ -75,7 +75,8 @@ costs:
     ("- a list", "must be a mapping"),
     (GOOD.replace("name: mine", ""), "missing field 'name'"),
     (GOOD.replace("optimise: cycles", "optimise: joules"), r"field 'optimise' must be one of the costs \['cycles'\], but got 'joules'"),
-    (GOOD.replace("kind: mac_lut", "kind: magic"), r"costs.cycles: field 'kind' must be one of \['builtin', 'latency_table', 'mac_lut', 'npu_weights'\], but got 'magic'"),
+    (GOOD.replace("kind: mac_lut", "kind: magic"),
+     r"costs.cycles: field 'kind' must be one of \['builtin', 'latency_table', 'mac_lut', 'npu_weights'\], but got 'magic'"),
     (GOOD.replace("{8: {8: 0.5}}", "{8: {eight: 0.5}}"), r"cycles_per_mac\[8\]: keys must be bit-widths .* got 'eight'"),
     (GOOD.replace("{8: {8: 0.5}}", "{8: {8: -1}}"), r"cycles_per_mac\[8\]\[8\] must be a number >= 0, but got -1"),
     (GOOD.replace("unit: cycles,", "unit: cycles, scale: 0,"), "field 'scale' must be a positive number, but got 0"),
@@ -120,8 +121,9 @@ def test_arm_encoder_ground_truth():
 
 def test_ethos_u_model_stays_within_its_calibrated_error_on_unseen_layers():
     """Layers neither the calibration nor the recorded error saw (new shapes, new weights), real encoder."""
-    import yaml
     from importlib.resources import files
+
+    import yaml
 
     from nni_udc.evaluators.npu import model_error
 

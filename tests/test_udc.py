@@ -14,8 +14,8 @@ from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableBatchNorm2d, Muta
 from nni.nas.strategy import DARTS
 from torch import nn
 
-from nni_udc.evaluators import COSTS, CostProfiler, exact_costs
 from nni_udc.data.traced import BundledSplit
+from nni_udc.evaluators import COSTS, CostProfiler, exact_costs
 from nni_udc.evaluators.lightning import classification_evaluator
 from nni_udc.evaluators.training import accuracy
 from nni_udc.nn import (
@@ -339,9 +339,9 @@ def test_warmup_epochs_train_weights_only(tmp_path):
 def test_result_and_reference_costs_say_when_they_are_not_ready():
     strategy = UDC(target=0.1)
     with pytest.raises(RuntimeError, match="result is not ready"):
-        strategy.result
+        _ = strategy.result
     with pytest.raises(RuntimeError, match="reference_costs is not ready"):
-        strategy.reference_costs
+        _ = strategy.reference_costs
     with pytest.raises(RuntimeError, match="prepare_cost"):
         strategy.mutate_model(DigitsSpace())
 

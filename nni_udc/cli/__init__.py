@@ -53,23 +53,6 @@ def _positive(text: str) -> int:
     return value
 
 
-def _number(what: str, ok: Callable[[float], bool]) -> Callable[[str], float]:
-    """An argparse type: a float for which ``ok`` holds, else "must be WHAT, but got 'TEXT'"."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value) or not ok(value):  # 'inf' parses as a float: refused, as the YAML refuses it
-            raise argparse.ArgumentTypeError(f"must be {what}, but got {text!r}")
-        return value
-    return parse
-
-
-_fraction = _number("a number in (0, 1]", lambda v: 0 < v <= 1)
-_nonnegative = _number("a finite number >= 0", lambda v: v >= 0)
-
-
 def _targets(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(t) for t in text.split(","))

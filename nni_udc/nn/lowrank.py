@@ -8,10 +8,9 @@ low-rank layer is compressed like any other; 32 keeps them float.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from nni.nas.nn.pytorch import ParametrizedModule
 from torch import nn
-
-import torch.nn.functional as F
 
 from nni_udc.functional import factorize_conv2d, factorize_linear, fake_quantize_weight, max_rank
 from nni_udc.nn._checks import check_rank, check_weight_bits

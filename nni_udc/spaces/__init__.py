@@ -4,4 +4,4 @@ from __future__ import annotations
 from nni_udc.spaces.digits import DigitsSpace
 from nni_udc.spaces.sparse_cell import SparseCellSpace
 
-__all__ = ["DigitsSpace"]
+__all__ = ["DigitsSpace", "SparseCellSpace"]

@@ -129,8 +129,9 @@ def most_probable(distribution: ArchitectureDistribution, cost: Callable[[Mappin
     """Up to ``k`` most probable architectures with ``cost(sample) <= budget``, as ``(log-probability, sample)``.
 
     ``used`` (see :func:`used_labels`) says which labels a sample's architecture uses: samples that differ
-    only in unused labels are one architecture, kept once (the most probable). ``fixed`` holds some labels at given values (the most probable architectures *given*
-    them). Stops after ``max_visits`` samples; an empty list means nothing within budget was visited.
+    only in unused labels are one architecture, kept once (the most probable). ``fixed`` holds some labels at given
+    values (the most probable architectures *given* them). Stops after ``max_visits`` samples; an empty list means
+    nothing within budget was visited.
     """
     log_probs, choices = distribution.log_probabilities(), dict(distribution.choices)
     for label, value in (fixed or {}).items():

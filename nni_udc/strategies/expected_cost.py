@@ -52,8 +52,9 @@ def _labels(expr: SymbolicExpression) -> dict[str, Categorical]:
 
 
 def compile_expression(expr: Any) -> Callable[[Mapping[str, Any]], Any]:
-    """A fast evaluator of an NNI expression under samples: ``expr`` flattened once into a list of steps, each computed once per sample even where the expression
-    shares sub-expressions (interpolation tables do), so a grid is evaluated far faster than with ``freeze``."""
+    """A fast evaluator of an NNI expression under samples: ``expr`` flattened once into a list of steps, each computed
+    once per sample even where the expression shares sub-expressions (interpolation tables do), so a grid is evaluated
+    far faster than with ``freeze``."""
     order: list[Any] = []
     slot: dict[int, int] = {}
 

@@ -171,8 +171,10 @@ def uniform_grid(space: ModelSpace) -> list[dict[str, Any]]:
 
     Example:
         >>> from nni_udc.spaces import SparseCellSpace
-        >>> uniform_grid(SparseCellSpace(num_cells=1, num_nodes=1))
-        [{'cell0_node0_in0': 'conv', 'cell0_node0_in1': 'conv'}, {'cell0_node0_in0': 'sparse50', 'cell0_node0_in1': 'sparse50'}, {'cell0_node0_in0': 'sparse90', 'cell0_node0_in1': 'sparse90'}]
+        >>> uniform_grid(SparseCellSpace(num_cells=1, num_nodes=1))  # doctest: +NORMALIZE_WHITESPACE
+        [{'cell0_node0_in0': 'conv', 'cell0_node0_in1': 'conv'},
+         {'cell0_node0_in0': 'sparse50', 'cell0_node0_in1': 'sparse50'},
+         {'cell0_node0_in0': 'sparse90', 'cell0_node0_in1': 'sparse90'}]
     """
     kinds = uniform_kinds(space)
     ops = [k for k in kinds if k.role == "op"]
