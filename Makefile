@@ -11,7 +11,7 @@ PYTHON ?= python3
 PIP     = $(VENV)/bin/pip --isolated
 STAMP   = $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test lint install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -27,9 +27,14 @@ demo: $(STAMP)
 
 # The test suite starts a throwaway PostgreSQL server of its own (tests/postgres_server.py), so make
 # sure one is installed (Debian's package, installed with apt-get when missing).
-test: $(STAMP)
+test: $(STAMP) lint
 	bash scripts/ensure-postgres.sh
 	$(VENV)/bin/pytest
 
+# ruff and mypy, configured in pyproject.toml (versions pinned in constraints.txt); `make test` runs both first
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

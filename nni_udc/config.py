@@ -342,7 +342,7 @@ class ExperimentConfig:
 _SECTIONS: dict[str, type] = {"space": SpaceConfig, "data": DataConfig, "training": TrainingConfig,
                               "strategy": StrategyConfig, "hardware": HardwareConfig, "search": SearchConfig,
                               "pareto": ParetoConfig}
-_TOP = {"name": _Text(), "seed": _Integer(minimum=0), "output": _Text()}
+_TOP: dict[str, Callable[[Any], Any]] = {"name": _Text(), "seed": _Integer(minimum=0), "output": _Text()}
 
 
 def _default(f: Any) -> Any:
@@ -470,7 +470,7 @@ def option_type(dotted: str) -> Callable[[str], Any]:
     """
     section, _, name = dotted.rpartition(".")
     cls = _SECTIONS[section] if section else None
-    check = _TOP[name] if cls is None else next(f.metadata["rule"] for f in fields(cls) if f.name == name)
+    check: Callable[[Any], Any] = _TOP[name] if cls is None else next(f.metadata["rule"] for f in fields(cls) if f.name == name)
 
     def parse(text: str) -> Any:
         value: Any = text

@@ -80,6 +80,12 @@ class StrategyEntry:
     kind: StrategyKind
     build: Callable[..., Any] | None = None
 
+    def make(self, **arguments: Any) -> Any:
+        """``build(**arguments)``; an entry that builds none (the uniform baseline) raises ``TypeError``."""
+        if self.build is None:
+            raise TypeError(f"this {self.kind} strategy trains a grid and builds no strategy object")
+        return self.build(**arguments)
+
 
 # Each builder imports its class when a search is built: validating a file must not load torch and NNI.
 def _udc(**kwargs: Any) -> Any:

@@ -34,3 +34,14 @@ def test_cli_bad_argument_exits_2_without_traceback():
     assert out.returncode == 2
     assert "--trials" in out.stderr and "'0'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_cli_version_is_the_installed_distribution():
+    from importlib.metadata import version
+
+    import nni_udc
+
+    out = subprocess.run([str(BIN / "nni-udc"), "--version"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"nni-udc {version('nni-udc')}" == f"nni-udc {nni_udc.__version__}"
+    assert (Path(nni_udc.__file__).parent / "py.typed").is_file()  # type checkers read our annotations

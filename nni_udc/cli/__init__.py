@@ -30,6 +30,7 @@ import argparse
 import sys
 from collections.abc import Callable
 
+from nni_udc import __version__
 from nni_udc.cli.nnictl import register_command, trial_command
 from nni_udc.cli.run import baseline_command, pareto_command, search_command
 from nni_udc.cli.show import show_command
@@ -65,6 +66,7 @@ def _targets(text: str) -> tuple[float, ...]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nni-udc", description="Compression-aware neural architecture search for NNI 3.0.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = commands.add_parser("demo", help="search compressible CNNs on scikit-learn's digits; prints a results table",
                                description="Search DigitsSpace with the one-shot UDC strategy (or an NNI multi-trial "

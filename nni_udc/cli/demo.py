@@ -75,9 +75,9 @@ def _one_shot(targets: list[float], epochs: int, finetune_epochs: int, seed: int
         experiment = NasExperiment(DigitsSpace(), evaluator, strategy, config)
         experiment.run(debug=False)
         experiment.export_top_models(formatter="instance")
-        strategy.finetune()
+        accuracy = strategy.finetune()
         result = strategy.result
-        trial = TrialResult(sample=result.sample, accuracy=result.accuracy, costs=result.costs)
+        trial = TrialResult(sample=result.sample, accuracy=accuracy, costs=result.costs)
         trial.model = result.model  # type: ignore[attr-defined]
         found.append(trial)
     return found

@@ -31,7 +31,7 @@ def trial(config_path: str | Path) -> dict[str, Any]:
 
     config = load_config(config_path)
     params = nni.get_next_parameter() or {}
-    variable = config.pareto.variable
+    variable: str = config.pareto.variable
     if variable not in params:
         given = [v for v in ("target", "weight") if v in params]
         variable = given[0] if given else variable
@@ -49,7 +49,7 @@ def trial(config_path: str | Path) -> dict[str, Any]:
     outer_params = nni.trial._params
     try:
         with quiet():
-            outcome = run_search(config, output=output, progress=False, **{variable: float(value)})
+            outcome = run_search(config, output=output, progress=False, **{variable: float(value)})  # type: ignore[arg-type]
     finally:
         nni.trial._params = outer_params
     result = {"default": float(outcome.accuracy), "relative_cost": float(outcome.relative_cost),

@@ -58,7 +58,7 @@ def check_fraction(arg: str, value: Any) -> float:
         >>> check_fraction("val_fraction", 0.25)
         0.25
     """
-    if isinstance(value, bool) or not isinstance(value, Real) or not 0 < value < 1:
+    if isinstance(value, bool) or not isinstance(value, Real) or not 0 < float(value) < 1:
         raise ValueError(f"{arg} must be a number in the open interval (0, 1), got {value!r}")
     return float(value)
 

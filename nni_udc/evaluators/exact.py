@@ -27,7 +27,8 @@ def model_specs(model: nn.Module, example_input: torch.Tensor | tuple) -> list[L
         (36, 4)
     """
     found: dict[str, list[LayerSpec]] = {}
-    handles, owners = [], []
+    handles: list[Any] = []
+    owners: list[str] = []
     for name, module in model.named_modules():
         if any(owner == "" or name.startswith(owner + ".") for owner in owners):  # "" = the model itself
             continue

@@ -99,6 +99,7 @@ def _concrete_specs(space: ModelSpace, example_input: Any) -> list[LayerSpec]:
 def _time_layer(spec: LayerSpec, *, warmup: int, repeats: int) -> float:
     k = spec.kernel_size[0]
     side = max(1, int(round(spec.positions ** 0.5)))
+    layer: nn.Module
     if spec.kind == "linear":
         layer, x = nn.Linear(spec.in_channels, spec.out_channels), torch.randn(spec.positions, spec.in_channels)
     else:  # 'same' padding at stride 1 on a square input with the layer's output positions

@@ -128,7 +128,7 @@ register_spec_builder(SparseConv2d)(lambda name, m, shape: _conv(name, m, shape,
 register_spec_builder(SparseLinear)(lambda name, m, shape: _linear(name, m, shape, **_sparse(m)))
 
 
-def _lowrank_bias(m: nn.Module) -> bool:
+def _lowrank_bias(m: Any) -> bool:
     if isinstance(m, ParametrizedModule):
         return bool(m.args["bias"])
     return m.second.bias is not None

@@ -21,7 +21,7 @@ class FreshTrainerClassification(Classification):
     """
 
     def evaluate(self, model: Any) -> Any:
-        self.trainer = self.trainer.trace_copy().get()
+        self.trainer = self.trainer.trace_copy().get()  # type: ignore[has-type]
         return super().evaluate(model)
 
 

@@ -94,7 +94,7 @@ def load_target(name_or_path: str | Path) -> HardwareTarget:
         if text not in target_names():
             raise TargetError(f"unknown hardware target {text!r}; known targets: {', '.join(target_names())} "
                               "(or give the path of a YAML file)")
-        path = Path(str(importlib.resources.files("nni_udc.evaluators").joinpath(_FILES, f"{text}.yaml")))
+        path = Path(str(importlib.resources.files("nni_udc.evaluators").joinpath(_FILES).joinpath(f"{text}.yaml")))
         source = path.read_text()
     try:
         data = yaml.safe_load(source)

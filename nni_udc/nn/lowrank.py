@@ -112,9 +112,9 @@ class LowRankLinear(nn.Module):
         return f"{self.in_features}, {self.out_features}, rank={self.rank}, weight_bits={self.weight_bits}"
 
 
-class MutableLowRankConv2d(ParametrizedModule, LowRankConv2d, wraps=LowRankConv2d):
+class MutableLowRankConv2d(ParametrizedModule, LowRankConv2d, wraps=LowRankConv2d):  # type: ignore[call-arg]
     """:class:`LowRankConv2d` whose ``rank`` (or any argument) may be an ``nni.choice``."""
 
 
-class MutableLowRankLinear(ParametrizedModule, LowRankLinear, wraps=LowRankLinear):
+class MutableLowRankLinear(ParametrizedModule, LowRankLinear, wraps=LowRankLinear):  # type: ignore[call-arg]
     """:class:`LowRankLinear` whose ``rank`` (or any argument) may be an ``nni.choice``."""

@@ -71,17 +71,18 @@ class ActivationQuantizer(nn.Module):
         if not bool(self.initialized):
             with torch.no_grad():
                 self.log_clip.fill_(math.log(float(x.detach().abs().max().clamp_min(1e-3))))
-                self.initialized.fill_(True)
+                self.initialized.fill_(True)  # type: ignore[operator]
         return fake_quantize_activation(x, self.bits, self.clip, signed=self.signed)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, signed={self.signed}"
 
 
-class _Compressed:
+class _Compressed(nn.Module):
     """Shared behaviour of the quantised layers: the weight actually used in the forward pass."""
 
-    weight: nn.Parameter
+    weight: torch.Tensor
+    input_mask: torch.Tensor
     weight_bits: int | list[int]
     sparsity: float
 
@@ -95,11 +96,13 @@ class _Compressed:
         self.act_quant = ActivationQuantizer(self.act_bits, signed=act_signed)
         self.in_channel_bits = None
         if in_channel_bits is not None:
-            if getattr(self, "groups", 1) != 1:
-                raise ValueError(f"in_channel_bits needs groups=1, but got groups={self.groups}")
+            groups = getattr(self, "groups", 1)
+            if groups != 1:
+                raise ValueError(f"in_channel_bits needs groups=1, but got groups={groups}")
             bits = check_channel_bits(list(in_channel_bits), in_channels, field="in_channel_bits")
             self.in_channel_bits = bits
-            self.register_buffer("input_mask", torch.tensor([float(b > 0) for b in bits]), persistent=False)
+            self.register_buffer("input_mask", torch.tensor([float(b > 0) for b in bits]),  # type: ignore[union-attr]
+                                 persistent=False)
 
     def compressed_weight(self) -> torch.Tensor:
         """The pruned, fake-quantised weight (what the hardware would store)."""
@@ -132,7 +135,8 @@ class QuantConv2d(_Compressed, nn.Conv2d):
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
                  weight_bits: int | Sequence[int] = 8, act_bits: int = 32, sparsity: float = 0.0,
                  act_signed: bool = True, in_channel_bits: Sequence[int] | None = None) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         padding_mode)  # type: ignore[arg-type]
         self._setup_compression(in_channels, out_channels, weight_bits, act_bits, sparsity, act_signed, in_channel_bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -164,7 +168,7 @@ class QuantLinear(_Compressed, nn.Linear):
         return f"{super().extra_repr()}, {self._compression_repr()}"
 
 
-class MutableQuantConv2d(ParametrizedModule, QuantConv2d, wraps=QuantConv2d):
+class MutableQuantConv2d(ParametrizedModule, QuantConv2d, wraps=QuantConv2d):  # type: ignore[call-arg]
     """:class:`QuantConv2d` whose arguments may be ``nni.choice``; ``freeze()`` returns a plain ``QuantConv2d``.
 
     Example:
@@ -180,5 +184,5 @@ class MutableQuantConv2d(ParametrizedModule, QuantConv2d, wraps=QuantConv2d):
     """
 
 
-class MutableQuantLinear(ParametrizedModule, QuantLinear, wraps=QuantLinear):
+class MutableQuantLinear(ParametrizedModule, QuantLinear, wraps=QuantLinear):  # type: ignore[call-arg]
     """:class:`QuantLinear` whose arguments may be ``nni.choice``; ``freeze()`` returns a plain ``QuantLinear``."""

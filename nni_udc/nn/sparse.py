@@ -36,7 +36,7 @@ class _Scored:
         return fake_quantize_weight(self.weight * self.mask(), self.weight_bits)
 
 
-class SparseConv2d(_Scored, nn.Conv2d):
+class SparseConv2d(_Scored, nn.Conv2d):  # type: ignore[misc]
     """``nn.Conv2d`` whose weight is masked to ``sparsity`` by learnable scores.
 
     Example:
@@ -48,7 +48,8 @@ class SparseConv2d(_Scored, nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *, sparsity: float = 0.5,
                  weight_bits: int = 32) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         padding_mode)  # type: ignore[arg-type]
         self._setup_scores(sparsity, weight_bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -58,7 +59,7 @@ class SparseConv2d(_Scored, nn.Conv2d):
         return f"{super().extra_repr()}, sparsity={self.sparsity}, weight_bits={self.weight_bits}"
 
 
-class SparseLinear(_Scored, nn.Linear):
+class SparseLinear(_Scored, nn.Linear):  # type: ignore[misc]
     """``nn.Linear`` whose weight is masked to ``sparsity`` by learnable scores."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, sparsity: float = 0.5,
@@ -73,9 +74,9 @@ class SparseLinear(_Scored, nn.Linear):
         return f"{super().extra_repr()}, sparsity={self.sparsity}, weight_bits={self.weight_bits}"
 
 
-class MutableSparseConv2d(ParametrizedModule, SparseConv2d, wraps=SparseConv2d):
+class MutableSparseConv2d(ParametrizedModule, SparseConv2d, wraps=SparseConv2d):  # type: ignore[call-arg]
     """:class:`SparseConv2d` whose ``sparsity`` (or any argument) may be an ``nni.choice``."""
 
 
-class MutableSparseLinear(ParametrizedModule, SparseLinear, wraps=SparseLinear):
+class MutableSparseLinear(ParametrizedModule, SparseLinear, wraps=SparseLinear):  # type: ignore[call-arg]
     """:class:`SparseLinear` whose ``sparsity`` (or any argument) may be an ``nni.choice``."""

@@ -8,6 +8,7 @@ candidate op is quantised and the bits learn whichever op the search favours.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import nni
 import torch
@@ -28,7 +29,7 @@ from nni_udc.nn import (
 __all__ = ["DigitsSpace"]
 
 
-class DigitsSpace(ModelSpace, label_prefix=None):
+class DigitsSpace(ModelSpace, label_prefix=None):  # type: ignore[call-arg]
     """CNN space for ``(1, 8, 8)`` inputs: stem → searchable block → strided quantised conv → classifier.
 
     Args:
@@ -57,7 +58,7 @@ class DigitsSpace(ModelSpace, label_prefix=None):
         super().__init__()
         width = nni.choice("width", list(widths))
         rank = rank_choice("rank", [r for r in (2, 4, 8) if r <= min(widths)], max_rank=min(widths))
-        quant = dict(act_bits=act_bits, act_signed=False)  # inputs of these layers follow a ReLU
+        quant: dict[str, Any] = dict(act_bits=act_bits, act_signed=False)  # inputs of these layers follow a ReLU
         stem = (MutableConv2d(1, width, 3, padding=1) if stem_bits is None else  # the image itself is not quantised
                 MutableQuantConv2d(1, width, 3, padding=1, weight_bits=bits_choice("b_stem", stem_bits)))
         self.stem = nn.Sequential(stem, MutableBatchNorm2d(width), nn.ReLU())

@@ -65,14 +65,14 @@ class SparseCell(nn.Module):
     def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
         states = [s0, s1]
         for first, second in self.nodes:  # type: ignore[misc]
-            states.append(first(states[-2]) + second(states[-1]))
+            states.append(first(states[-2]) + second(states[-1]))  # type: ignore[has-type]
         out = states[2]
         for state in states[3:]:
             out = out + state
         return out
 
 
-class SparseCellSpace(ModelSpace, label_prefix=None):
+class SparseCellSpace(ModelSpace, label_prefix=None):  # type: ignore[call-arg]
     """DARTS-style cells with DASS sparse ops for ``(1, 8, 8)`` inputs.
 
     Float stem (conv 3×3, BN, ReLU) to ``channels`` → ``num_cells`` cells → global average pool →

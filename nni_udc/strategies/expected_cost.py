@@ -68,7 +68,7 @@ def compile_expression(expr: Any) -> Callable[[Mapping[str, Any]], Any]:
         order.append(node)
 
     visit(expr)
-    steps = []
+    steps: list[tuple[Any, Any]] = []
     for node in order:
         if isinstance(node, Categorical):
             steps.append((None, node.label))
@@ -131,7 +131,7 @@ class ExpectedCost:
 
     def _compile(self, expr: Any) -> _Node:
         if not isinstance(expr, SymbolicExpression):
-            return lambda probs, value=expr: value
+            return lambda probs, value=expr: value  # type: ignore[misc]
         labels = _labels(expr)
         if len(labels) <= self.max_joint_labels:
             return _table(expr, labels)

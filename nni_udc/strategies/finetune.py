@@ -43,7 +43,7 @@ class _FineTune(pl.LightningModule):
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_class(self.model.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
         # Cosine decay to zero: the last epochs settle the quantised weights instead of bouncing between levels.
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.trainer.max_epochs))
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, self.trainer.max_epochs or 1))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
 
 

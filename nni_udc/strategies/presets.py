@@ -34,7 +34,7 @@ def _has_module(space: ModelSpace, types: tuple[type, ...], arg: str | None, *, 
             continue
         if arg is None:
             return True
-        value = module.args.get(arg)
+        value = module.args.get(arg)  # type: ignore[attr-defined]  # an NNI ParametrizedModule
         if isinstance(value, MutableList) if list_arg else (isinstance(value, Mutable) and not isinstance(value, MutableList)):
             return True
     return False

@@ -164,8 +164,8 @@ class MixedCompressedOp(BaseSuperNetModule):
         labels = tuple(g.label for g in groups)
         key = channel_alpha_key(labels)
         if key not in memo:  # one (bits × groups) parameter, started from the strategy's per-label alphas
-            memo[key] = nn.Parameter(torch.stack([memo[lb].detach() for lb in labels], dim=1).clone())
-        self.alphas.append(memo[key])
+            memo[key] = nn.Parameter(torch.stack([memo[lb].detach() for lb in labels], dim=1).clone())  # type: ignore[index]
+        self.alphas.append(memo[key])  # type: ignore[index]
         index = len(self.alphas) - 1
         for g, label in enumerate(labels):
             self._alpha_of[label] = (index, g)
@@ -252,7 +252,7 @@ class MixedCompressedOp(BaseSuperNetModule):
         if "softmax" not in mutate_kwargs:
             raise TypeError(f"{cls.__name__} needs a differentiable strategy (DARTS, GumbelDARTS, UDC); "
                             f"module {name!r} cannot be mutated with {sorted(mutate_kwargs)}")
-        return cls(module.trace_kwargs, memo, mutate_kwargs["softmax"])
+        return cls(module.trace_kwargs, memo, mutate_kwargs["softmax"])  # type: ignore[arg-type]
 
     # ----- shared forward pieces ---------------------------------------------------------------------
     def _quantize(self, w: torch.Tensor) -> torch.Tensor:
@@ -260,11 +260,11 @@ class MixedCompressedOp(BaseSuperNetModule):
         view = (-1,) + (1,) * (w.dim() - 1)
         if "weight_bits" in self._channel:
             values, p = self._channel_probs("weight_bits")
-            return sum(p[k].view(view) * fake_quantize_weight(w, b) for k, b in enumerate(values) if b > 0)
+            return sum(p[k].view(view) * fake_quantize_weight(w, b) for k, b in enumerate(values) if b > 0)  # type: ignore[return-value]
         weights = self._weights("weight_bits")
         if weights is None:
             return fake_quantize_weight(w, self.op.weight_bits)
-        return sum(p * fake_quantize_weight(w, b) for b, p in weights)
+        return sum(p * fake_quantize_weight(w, b) for b, p in weights)  # type: ignore[return-value]
 
     def _out_mask(self, y: torch.Tensor, name: str, dim: int) -> torch.Tensor:
         weights = self._weights(name)
@@ -279,7 +279,7 @@ class MixedCompressedOp(BaseSuperNetModule):
 def _prefix_mask(weights: list[tuple[int, torch.Tensor]], size: int, like: torch.Tensor) -> torch.Tensor:
     """``Σ_v p_v · [i < v]``: the soft mask of a width or rank choice."""
     positions = torch.arange(size, device=like.device)
-    return sum(p.to(like.dtype) * (positions < v).to(like.dtype) for v, p in weights)
+    return sum(p.to(like.dtype) * (positions < v).to(like.dtype) for v, p in weights)  # type: ignore[return-value]
 
 
 class MixedQuant(MixedCompressedOp):
@@ -299,7 +299,7 @@ class MixedQuant(MixedCompressedOp):
         if self.act_quants is None:
             return self.op.act_quant(x)
         by_bits = {q.bits: q for q in self.act_quants}
-        return sum(p * by_bits[b](x) for b, p in self._weights("act_bits"))
+        return sum(p * by_bits[b](x) for b, p in self._weights("act_bits"))  # type: ignore[return-value,union-attr]
 
     def _input_keep(self, w: torch.Tensor) -> torch.Tensor | None:
         shape = (1, -1) + (1,) * (w.dim() - 2)
