@@ -173,10 +173,10 @@ def build_strategy(config: ExperimentConfig, *, target: float | None = None, wei
                           f"{', '.join(STRATEGIES.where(lambda entry: entry.build is not None))}")
     try:
         if not s.one_shot:
-            return STRATEGIES[s.name].build(**s.args)
+            return STRATEGIES[s.name].make(**s.args)
         target, weight = resolve_budget(config, target=target, weight=weight)
         shared = {} if supernet is None else {"supernet_weights": supernet}
-        return STRATEGIES[s.name].build(
+        return STRATEGIES[s.name].make(
             cost=config.hardware.cost, hardware=config.hardware.target, target=target, weight=weight,
             step_size=s.step_size, arc_learning_rate=s.arc_learning_rate,
             warmup_epochs=s.warmup_epochs if supernet is None else 0,
@@ -234,7 +234,8 @@ def run_search(config: ExperimentConfig, *, target: float | None = None, weight:
         hint = " or the penalty weight" if config.strategy.one_shot else ""
         raise DivergedError(f"{config.path}: the search diverged: {error}; lower training.learning_rate "
                             f"({config.training.learning_rate:g}){hint}") from None
-    _write(outcome, output, config, target=target, weight=weight, supernet=str(supernet) if supernet else None)  # what the search used, file or arguments
+    # what the search used, file or arguments
+    _write(outcome, output, config, target=target, weight=weight, supernet=str(supernet) if supernet else None)
     return outcome
 
 
@@ -301,7 +302,7 @@ def train_supernet(config: ExperimentConfig, *, epochs: int, output: str | Path 
         torch.manual_seed(config.seed)
         splits = load_dataset(config.data.name, seed=config.data.seed)
         space = _space(config, splits.input_shape)
-        strategy = STRATEGIES[config.strategy.name].build(
+        strategy = STRATEGIES[config.strategy.name].make(
             cost=config.hardware.cost, hardware=config.hardware.target, weight=0.0, seed=config.seed,
             **config.strategy.args)
         strategy.prepare_cost(space, splits.train.tensors[0][:2])
@@ -586,10 +587,18 @@ def run_pareto(config: ExperimentConfig, *, progress: bool = True, inner_progres
     from optuna.trial import TrialState
     from tqdm import tqdm
 
+    from nni_udc.pareto import (
+        compare,
+        finished,
+        hypervolume,
+        non_dominated,
+        open_study,
+        plot_front,
+        suggest,
+        write_front,
+    )
     from nni_udc.pareto.owners import FAILURE, claim
     from nni_udc.pareto.study import enough, requeue, run_until_complete
-    from nni_udc.pareto import compare, finished, hypervolume, non_dominated, open_study, plot_front, suggest
-    from nni_udc.pareto import write_front
 
     if not config.strategy.one_shot:
         raise ConfigError(f"{config.path}: strategy.name: the outer loop varies the one-shot search's cost target; "
@@ -621,7 +630,8 @@ def run_pareto(config: ExperimentConfig, *, progress: bool = True, inner_progres
         out = config.output / "trials" / f"{trial.number:04d}"
         bar.set_postfix({p.variable: f"{value:.3g}", "trial": trial.number})
         try:
-            outcome = run_search(config, output=out, progress=inner_progress, supernet=supernet, **{p.variable: value})
+            outcome = run_search(config, output=out, progress=inner_progress, supernet=supernet,
+                                 **{p.variable: value})  # type: ignore[arg-type]
             _check_finite_outcome(outcome)
         except KeyboardInterrupt:  # Ctrl-C: this value is searched again when the run resumes
             study.enqueue_trial({p.variable: value})
