@@ -27,7 +27,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
@@ -35,7 +35,6 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from nni_udc.pareto.owners import retry_dead
-
 from nni_udc.registry import SAMPLERS
 
 __all__ = ["DIRECTIONS", "OBJECTIVES", "enough", "finished", "initial_values", "make_sampler", "open_study", "requeue",
@@ -43,7 +42,7 @@ __all__ = ["DIRECTIONS", "OBJECTIVES", "enough", "finished", "initial_values", "
 
 #: the objectives, in order, and their directions
 OBJECTIVES = ("accuracy", "relative_cost")
-DIRECTIONS = ("maximize", "minimize")
+DIRECTIONS: tuple[Literal["maximize"], Literal["minimize"]] = ("maximize", "minimize")
 
 
 def initial_values(low: float, high: float, n: int) -> list[float]:
@@ -106,7 +105,8 @@ def open_study(*, storage: str | None, name: str, sampler: str = "tpe", seed: in
                                     sampler=make_sampler(sampler, seed))
     except optuna.exceptions.DuplicatedStudyError:  # resuming, or another worker created it: it enqueued the grid
         # A worker of its own seed: workers with one seed would suggest the very same values at the same time.
-        return optuna.load_study(study_name=name, storage=backend, sampler=make_sampler(sampler, seed + os.getpid()))
+        return optuna.load_study(study_name=name, storage=backend,  # type: ignore[arg-type]  # never in memory
+                                 sampler=make_sampler(sampler, seed + os.getpid()))
     with warnings.catch_warnings():  # experimental since Optuna 3.2, still there in 5.0
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(list(OBJECTIVES))
@@ -146,7 +146,7 @@ def requeue(study: optuna.Study, trial: optuna.Trial) -> None:
 def _one_line_failures(catch: tuple[type[Exception], ...]) -> Iterator[None]:
     """Optuna logs a caught failure with its traceback, then "failed with value None"; for the failures the loop
     expects, the line with the message suffices."""
-    expected = {"trial": None}
+    expected: dict[str, str | None] = {"trial": None}
 
     def drop_traceback(record: logging.LogRecord) -> bool:
         if record.exc_info and isinstance(record.exc_info[1], catch):
