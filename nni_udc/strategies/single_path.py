@@ -65,7 +65,7 @@ def train_single_path(supernet: nn.Module, distribution: ArchitectureDistributio
     arch = {id(distribution.logits(label)) for label in distribution.choices}
     weights = [p for p in supernet.parameters() if id(p) not in arch and p.requires_grad]
     optimizer = torch.optim.Adam(weights, lr=learning_rate)
-    steps = max(1, epochs * len(loader))
+    steps = max(1, epochs * len(loader))  # type: ignore[arg-type]
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     criterion = nn.CrossEntropyLoss()
     saved = distribution.state()

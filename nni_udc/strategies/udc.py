@@ -32,9 +32,9 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from nni.nas.nn.pytorch import ModelSpace
+from nni.nas.oneshot.pytorch.differentiable import GumbelDartsLightningModule, LinearTemperatureScheduler
 from nni.nas.oneshot.pytorch.profiler import ExpectationProfilerPenalty
 from nni.nas.oneshot.pytorch.strategy import DARTS
-from nni.nas.oneshot.pytorch.differentiable import GumbelDartsLightningModule, LinearTemperatureScheduler
 from nni.nas.oneshot.pytorch.supermodule.differentiable import GumbelSoftmax
 from nni.nas.space import RawFormatModelSpace
 from torch import nn
@@ -184,7 +184,8 @@ class UDC(DARTS):
     ``penalty/expected_cost``, ``penalty/relative_cost`` and ``penalty/lambda`` through Lightning.
     """
 
-    def __init__(self, *, cost: str | CostFn | None = None, hardware: str | HardwareTarget | None = None, weight: float = 1.0, target: float | None = None,
+    def __init__(self, *, cost: str | CostFn | None = None, hardware: str | HardwareTarget | None = None,
+                 weight: float = 1.0, target: float | None = None,
                  step_size: float = 1.0, reference: float | None = None, example_input: Any = None,
                  arc_learning_rate: float = 1e-2, warmup_epochs: int = 0,
                  temperature: float | tuple[float, float] | None = None, gumbel: bool = False, candidates: int = 1,
