@@ -154,6 +154,7 @@ def test_search_with_the_uniform_strategy_runs_the_grid(baseline_run, capsys):
 
 # ----- against a search ------------------------------------------------------------------------------------------
 
+@pytest.mark.slow  # a real NNI experiment
 def test_pareto_runs_the_baseline_draws_it_and_compares(tmp_path, capsys):
     path = _write(tmp_path, strategy="{name: udc}",
                   extra="search: {target: 0.3}\npareto: {trials: 1, initial: 1, low: 0.2, high: 0.5}\n")

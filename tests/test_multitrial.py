@@ -95,6 +95,7 @@ def check_results(space: DigitsSpace, results: list[TrialResult], n: int) -> Non
     assert accuracies == sorted(accuracies, reverse=True)
 
 
+@pytest.mark.slow  # a real NNI experiment
 def test_sequential_random(tmp_path: Path) -> None:
     space = small_space()
     results = run_multitrial(space, classification_evaluator("digits", epochs=1), Random(seed=0),
@@ -106,6 +107,7 @@ def test_sequential_random(tmp_path: Path) -> None:
     assert list(tmp_path.glob("*/checkpoint"))
 
 
+@pytest.mark.slow  # a real NNI experiment
 def test_sequential_random_is_seeded(tmp_path: Path) -> None:
     def samples(seed: int, sub: str) -> list[str]:
         results = run_multitrial(small_space(), classification_evaluator("digits", epochs=1), Random(seed=seed),
@@ -115,6 +117,7 @@ def test_sequential_random_is_seeded(tmp_path: Path) -> None:
     assert samples(1, "a") == samples(1, "b")
 
 
+@pytest.mark.slow  # a real NNI experiment
 def test_sequential_regularized_evolution(tmp_path: Path) -> None:
     space = small_space()
     strategy = RegularizedEvolution(population_size=3, sample_size=2, seed=0)
@@ -123,6 +126,7 @@ def test_sequential_regularized_evolution(tmp_path: Path) -> None:
     check_results(space, results, 5)
 
 
+@pytest.mark.slow  # a real NNI experiment
 def test_costs_subset(tmp_path: Path) -> None:
     space = small_space()
     results = run_multitrial(space, classification_evaluator("digits", epochs=1), Random(seed=3),
@@ -135,6 +139,7 @@ def test_costs_subset(tmp_path: Path) -> None:
     assert r.costs == {"params": full["params"], "bitops": full["bitops"]}
 
 
+@pytest.mark.slow  # a real NNI experiment
 def test_experiment_is_stopped_when_a_trial_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     stops = []
     original_stop = multitrial_module.NasExperiment.stop

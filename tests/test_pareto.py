@@ -80,6 +80,7 @@ def finished_run(tmp_path_factory):
     return config, outcome
 
 
+@pytest.mark.slow  # a real NNI experiment
 def test_the_study_holds_every_search_with_its_attributes(finished_run):
     config, outcome = finished_run
     study = optuna.load_study(study_name="tiny", storage=storage_url(config))
@@ -94,6 +95,7 @@ def test_the_study_holds_every_search_with_its_attributes(finished_run):
         assert set(t.user_attrs["costs"]) == {"params", "macs", "bitops", "memory_bits"}
 
 
+@pytest.mark.slow  # a real NNI experiment
 def test_the_csv_front_is_non_dominated_and_its_hypervolume_checks_out(finished_run):
     config, outcome = finished_run
     study = optuna.load_study(study_name="tiny", storage=storage_url(config))
@@ -113,6 +115,7 @@ def test_the_csv_front_is_non_dominated_and_its_hypervolume_checks_out(finished_
     assert expected > 0
 
 
+@pytest.mark.slow  # a real NNI experiment
 def test_plots_are_written(finished_run):
     config, _ = finished_run
     assert (config.output / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -120,6 +123,7 @@ def test_plots_are_written(finished_run):
     assert "plotly" in html and "Pareto front" in html
 
 
+@pytest.mark.slow  # a real NNI experiment
 def test_show_prints_the_front(finished_run, capsys):
     config, outcome = finished_run
     assert main(["show", str(config.output)]) == 0
@@ -128,12 +132,14 @@ def test_show_prints_the_front(finished_run, capsys):
     assert len([line for line in out.splitlines() if line[:1].isdigit()]) == len(outcome.front)
 
 
+@pytest.mark.slow  # a real NNI experiment
 def test_a_finished_study_is_not_run_again(finished_run):
     config, outcome = finished_run
     again = run_pareto(config, progress=False)
     assert [p.number for p in again.points] == [p.number for p in outcome.points]
 
 
+@pytest.mark.slow  # a real NNI experiment
 def test_journal_storage(tmp_path):
     config = load_config(_write_config(tmp_path, trials=1, initial=1, storage=f"journal:{tmp_path / 'journal.log'}"))
     with quiet():
