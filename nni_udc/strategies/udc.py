@@ -298,7 +298,7 @@ class UDC(DARTS):
         if self.temperature is None:
             return nn.Softmax(dim=-1)
         softmax = GumbelSoftmax() if self.gumbel else SharpeningSoftmax()
-        softmax.tau = self._temperatures()[0]
+        softmax.tau = float(self.temperature if isinstance(self.temperature, (int, float)) else self.temperature[0])
         return softmax
 
     def configure_oneshot_module(self, training_module: Any) -> Any:
@@ -404,27 +404,30 @@ class UDC(DARTS):
         moves within budget that lower the loss are then taken, best first. With ``samples``, that many random
         architectures within budget are scored too.
         """
-        budget = self.target * self._rule.reference
-        cost = _compiled_cost(self._profiler.expression)
-        found = most_probable(self.distribution, cost, budget=budget, k=self.candidates, used=self._used)
+        dist, supernet, profiler, rule = self.distribution, self._supernet, self._profiler, self._rule
+        if dist is None or supernet is None or profiler is None or rule is None or self.target is None:
+            raise RuntimeError("UDC needs a finished search with a target to fit a budget")
+        budget = self.target * rule.reference
+        cost = _compiled_cost(profiler.expression)
+        found = most_probable(dist, cost, budget=budget, k=self.candidates, used=self._used)
         if not found:
             _logger.warning("no architecture among the most probable fits the budget %.4g; exporting the cheapest "
                             "move away from the most probable one", budget)
-            return _cheapest_descent(argmax, self.distribution, cost, budget)
+            return _cheapest_descent(argmax, dist, cost, budget)
         if len(found) == 1 and not self.refine and not self.samples:
             return found[0][1]
-        starts = [sample for _, sample in found] + _random_within(self.distribution.choices, cost, budget,
-                                                                   self.samples, seed=self.seed or 0)
+        starts = [sample for _, sample in found] + _random_within(dist.choices, cost, budget, self.samples,
+                                                                  seed=self.seed or 0)
         if self.refine:  # also the most probable model given each value of each label: wide-and-low-bit
-            for label, choice in self.distribution.choices.items():  # is two label changes away from narrow-and-8-bit
+            for label, choice in dist.choices.items():  # is two label changes away from narrow-and-8-bit
                 for value in choice.values:
-                    starts += [x for _, x in most_probable(self.distribution, cost, budget=budget, fixed={label: value},
+                    starts += [x for _, x in most_probable(dist, cost, budget=budget, fixed={label: value},
                                                            used=self._used, max_visits=2000)]
-        score = _SupernetScore(self._supernet, self.distribution, self.model_space.evaluator)
+        score = _SupernetScore(supernet, dist, self.model_space.evaluator)
         unique = {tuple(sorted(x.items(), key=lambda kv: kv[0])): x for x in starts}
         best = min(unique.values(), key=score)
         if self.refine:
-            best = local_search(best, self.distribution.choices, score, lambda x: cost(x) <= budget,
+            best = local_search(best, dist.choices, score, lambda x: cost(x) <= budget,
                                 used=self._used, rounds=self.refine)
         return best
 
