@@ -26,6 +26,7 @@ output: {tmp_path / 'out'}
     return str(path)
 
 
+@pytest.mark.slow  # a real NNI experiment
 def test_one_shot_search_writes_model_architecture_report_and_logs(tmp_path, capsys):
     path = _write(tmp_path, "{name: udc, arc_learning_rate: 0.05}")
     assert main(["search", path, "--target", "0.08"]) == 0
@@ -41,6 +42,7 @@ def test_one_shot_search_writes_model_architecture_report_and_logs(tmp_path, cap
     assert "found: val acc" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # a real NNI experiment
 def test_the_report_records_the_budget_read_from_the_file(tmp_path):
     path = _write(tmp_path, "{name: udc, arc_learning_rate: 0.05}")
     assert main(["search", path]) == 0  # no --target: the file's search.target steers the search
@@ -49,6 +51,7 @@ def test_the_report_records_the_budget_read_from_the_file(tmp_path):
     assert report["relative_cost"] <= 0.1
 
 
+@pytest.mark.slow  # a real NNI experiment
 def test_hardware_target_costs_are_reported_and_optimised(tmp_path):
     path = _write(tmp_path, "{name: channel-mixed-precision, arc_learning_rate: 0.05}",
                   "hardware: {target: mpic}\n")
@@ -72,6 +75,7 @@ def test_nni_multi_trial_strategy_from_the_file(tmp_path):
     assert report["relative_cost"] <= 0.5
 
 
+@pytest.mark.slow  # a real NNI experiment
 def test_a_target_no_architecture_fits_is_a_clear_error(tmp_path):
     path = _write(tmp_path, "{name: random, max_trials: 1, args: {seed: 0}}")
     with pytest.raises(RuntimeError, match="none of the 1 architectures fits the target 1e-05"):

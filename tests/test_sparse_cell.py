@@ -132,6 +132,7 @@ def heavy_search(tmp_path_factory):
     return _search(tmp_path_factory.mktemp("dass_w5"), 5.0)
 
 
+@pytest.mark.slow  # a real NNI experiment
 def test_dass_search_returns_the_fine_tuned_model_with_its_exact_cost(heavy_search):
     model, strategy = heavy_search
     result = strategy.result

@@ -292,6 +292,7 @@ def test_gumbel_annealing_warmup_and_lightning_logs(tmp_path):
     assert 0 < float(metrics["penalty/relative_cost"]) < 1
 
 
+@pytest.mark.slow  # a real NNI experiment
 def test_warmup_epochs_train_weights_only(tmp_path):
     torch.manual_seed(0)
     strategy = UDC(weight=1.0, warmup_epochs=1, seed=0)
