@@ -12,6 +12,7 @@ import torch
 
 from nni_udc.cli import main
 from nni_udc.config import ConfigError, load_config, parse_config
+from nni_udc.data.traced import BundledSplit
 from nni_udc.experiment import _cost_probe, quiet, resolve_budget, run_baseline, run_pareto
 from nni_udc.pareto import Point, compare, format_comparison, hypervolume, non_dominated
 from nni_udc.pareto.compare import match_baseline, median_ratio, never_worse
@@ -21,6 +22,7 @@ from nni_udc.strategies.uniform import uniform_kinds
 
 NNI_UDC = str(Path(sys.executable).parent / "nni-udc")
 X = torch.zeros(1, 1, 8, 8)
+N = {split: len(BundledSplit("digits", split)) for split in ("val", "test")}
 TINY_ARGS = dict(widths=[8], weight_bits=[4], stem_bits=[4], sparsity=[0.0, 0.5], head_bits=[8])
 TINY_SPACE = "{name: digits, args: {widths: [8], weight_bits: [4], stem_bits: [4], sparsity: [0.0, 0.5], head_bits: [8]}}"
 
@@ -112,7 +114,9 @@ def test_the_command_writes_one_row_per_grid_model(baseline_run):
     saved = json.loads((out / "baseline.json").read_text())
     for row, point in zip(rows, saved["points"]):
         assert float(row["relative_cost"]) == pytest.approx(float(row["memory_bits"]) / saved["reference_costs"]["memory_bits"])
-        assert 0 <= float(row["accuracy"]) <= 1 and 0 <= float(row["test_accuracy"]) <= 1
+        for split in ("val", "test"):  # accuracies are counts of the 359 digits of each split, not batch means
+            value = float(row["accuracy" if split == "val" else "test_accuracy"])
+            assert value * N[split] == pytest.approx(round(value * N[split]), abs=1e-6), (split, value)
         assert point["test_accuracy"] == float(row["test_accuracy"])
     assert saved["settings"]["epochs"] == 1 and "7 uniform models (7 trained now" in stdout
 
