@@ -335,3 +335,40 @@ def test_supernet_weights_saved_by_one_search_start_the_next(tmp_path):
     wrong.prepare_cost(other, torch.zeros(2, 1, 8, 8))
     with pytest.raises((ValueError, RuntimeError), match="size mismatch|do not fit"):
         wrong.mutate_model(other)
+
+
+# ----- what the README promises: a HALOC search, and the mixed ops under NNI's own DARTS -------------------------
+
+@pytest.mark.slow  # a real NNI experiment
+def test_haloc_searches_the_ranks_and_exports_a_model_within_its_mac_target(tmp_path):
+    torch.manual_seed(0)
+    space = DigitsSpace(widths=[8], weight_bits=[4], stem_bits=[4], sparsity=[0.0], head_bits=[8])
+    strategy = HALOC(seed=0, arc_learning_rate=0.05, target=0.8, report_costs=["macs"],
+                     finetune_epochs=1)  # the cheapest model: 0.66
+    model = _search(tmp_path, space, strategy, epochs=1)
+    strategy.finetune()
+    result = strategy.result
+    assert strategy.cost_name == "macs" and result.model is model
+    assert result.sample.keys() == space.simplify().keys()
+    # the exported model's exact MACs are the ones recorded, and within 80 % of the largest model's
+    assert result.costs["macs"] == exact_costs(model, torch.zeros(1, 1, 8, 8), ["macs"])["macs"]
+    assert result.costs["macs"] <= 0.8 * result.reference_costs["macs"]
+    assert result.accuracy == pytest.approx(accuracy(model, BundledSplit("digits", "val")))
+
+
+@pytest.mark.slow  # a real NNI experiment
+def test_nni_darts_with_the_mixed_operation_hooks_exports_an_architecture_of_the_space(tmp_path):
+    from nni_udc.strategies import MIXED_OPERATION_HOOKS
+
+    torch.manual_seed(0)
+    space = DigitsSpace(widths=[8], weight_bits=[2, 4], stem_bits=[4], sparsity=[0.0, 0.5], head_bits=[8])
+    strategy = DARTS(mutation_hooks=MIXED_OPERATION_HOOKS, arc_learning_rate=0.05)
+    _search(tmp_path, space, strategy, epochs=1)
+    supernet = strategy.oneshot_module.model
+    assert any(isinstance(m, MixedCompressedOp) for m in supernet.modules())  # our mixed ops, not NNI's
+    sample = strategy.oneshot_module.export()
+    labels = space.simplify()
+    assert sample.keys() == labels.keys()
+    assert all(sample[label] in labels[label].values for label in labels), sample
+    frozen = space.freeze(sample)
+    assert frozen(torch.randn(2, 1, 8, 8)).shape == (2, 10)
