@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from nni_udc.evaluators.costs import COSTS, CostFn, total
-from nni_udc.evaluators.layers import find_spec_builder
+from nni_udc.evaluators.layers import find_spec_builder, holds_uncosted_weights, uncosted_error
 from nni_udc.evaluators.spec import LayerSpec
 
 __all__ = ["exact_costs", "model_specs"]
@@ -18,7 +18,12 @@ def model_specs(model: nn.Module, example_input: torch.Tensor | tuple) -> list[L
     """Specs of every weight layer that runs in ``model``'s forward pass on ``example_input``.
 
     A module with a spec builder is described as a whole (its children are not visited again);
-    layers that never run (e.g. unused branches) are left out.
+    layers that never run (e.g. unused branches) are left out. Plain ``nn.Conv1d``/``nn.Conv2d``/``nn.Linear``
+    are float layers (32-bit weights and inputs). A module that runs and holds weights no cost formula covers
+    (an ``nn.LSTM``, a custom layer with its own ``nn.Parameter``) is refused, never skipped.
+
+    Raises:
+        TypeError: such a module ran; the message names its path and type and the layer types that are costed.
 
     Example:
         >>> from nni_udc.nn import QuantConv2d
@@ -29,11 +34,17 @@ def model_specs(model: nn.Module, example_input: torch.Tensor | tuple) -> list[L
     found: dict[str, list[LayerSpec]] = {}
     handles: list[Any] = []
     owners: list[str] = []
+    refused: dict[str, nn.Module] = {}
     for name, module in model.named_modules():
         if any(owner == "" or name.startswith(owner + ".") for owner in owners):  # "" = the model itself
             continue
         builder = find_spec_builder(module)
         if builder is None:
+            if holds_uncosted_weights(module):  # refused only if it runs: an unused module costs nothing
+                def ran(mod: nn.Module, args: Any, output: Any, name: str = name) -> None:
+                    refused.setdefault(name, mod)
+
+                handles.append(module.register_forward_hook(ran))
             continue
         owners.append(name)
 
@@ -51,6 +62,8 @@ def model_specs(model: nn.Module, example_input: torch.Tensor | tuple) -> list[L
         model.train(was_training)
         for h in handles:
             h.remove()
+    if refused:
+        raise uncosted_error(list(refused.items()))
     return [spec for name in owners if name in found for spec in found[name]]
 
 

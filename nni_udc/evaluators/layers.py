@@ -16,9 +16,21 @@ from nni.nas.nn.pytorch import ParametrizedModule
 from torch import nn
 
 from nni_udc.evaluators.spec import LayerSpec
-from nni_udc.nn import LowRankConv2d, LowRankLinear, QuantConv2d, QuantLinear, SparseConv2d, SparseLinear
+from nni_udc.nn import (
+    ActivationQuantizer,
+    LowRankConv1d,
+    LowRankConv2d,
+    LowRankLinear,
+    QuantConv1d,
+    QuantConv2d,
+    QuantLinear,
+    SparseConv1d,
+    SparseConv2d,
+    SparseLinear,
+)
 
-__all__ = ["SpecBuilder", "find_spec_builder", "module_arg", "register_spec_builder", "specs_of"]
+__all__ = ["FREE_MODULE_TYPES", "SpecBuilder", "find_spec_builder", "holds_uncosted_weights", "module_arg",
+           "register_spec_builder", "specs_of", "uncosted_error", "uncosted_modules"]
 
 #: ``builder(name, module, output_shape) -> list[LayerSpec]``
 SpecBuilder = Callable[[str, nn.Module, Sequence[Any]], list[LayerSpec]]
@@ -46,6 +58,47 @@ def find_spec_builder(module: nn.Module) -> SpecBuilder | None:
     return None
 
 
+#: Modules whose parameters cost nothing: BatchNorm is folded into the layer before it (see
+#: :mod:`nni_udc.evaluators.costs`), and an activation quantiser's clip is one number per layer, not a weight.
+FREE_MODULE_TYPES: tuple[type, ...] = (nn.modules.batchnorm._BatchNorm, ActivationQuantizer)
+
+
+def holds_uncosted_weights(module: nn.Module) -> bool:
+    """Whether ``module`` holds parameters of its own that no spec builder describes (an LSTM, an embedding, a
+    custom layer calling ``F.conv1d`` on its own weight): costing a model with it would silently leave them out."""
+    if find_spec_builder(module) is not None or isinstance(module, FREE_MODULE_TYPES):
+        return False
+    return any(True for _ in module.parameters(recurse=False))
+
+
+def uncosted_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """``(path, module)`` of every module of ``model`` that :func:`holds_uncosted_weights`, outside costed layers."""
+    owners: list[str] = []
+    out = []
+    for name, module in model.named_modules():
+        if any(owner == "" or name.startswith(owner + ".") for owner in owners):
+            continue
+        if find_spec_builder(module) is not None:
+            owners.append(name)
+        elif holds_uncosted_weights(module):
+            out.append((name, module))
+    return out
+
+
+def uncosted_error(modules: Sequence[tuple[str, nn.Module]]) -> TypeError:
+    """The error for modules that hold weights no cost formula covers: names each one's path and type, and says
+    what is allowed."""
+    shown = ", ".join(f"{name or '<model>'!r} ({type(m).__name__})" for name, m in modules[:10])
+    more = f" and {len(modules) - 10} more" if len(modules) > 10 else ""
+    costed = sorted({t.__name__ for t, _ in _BUILDERS})
+    first = type(modules[0][1]).__name__
+    return TypeError(
+        f"cannot cost module {shown}{more}: it holds weights that no cost formula covers, and its cost would be "
+        f"left out. Costed layer types: {', '.join(costed)}; BatchNorm costs nothing (folded into the layer before "
+        f"it). Replace it by a costed layer, or describe it with "
+        f"nni_udc.evaluators.register_spec_builder({first})")
+
+
 def specs_of(name: str, module: nn.Module, output_shape: Sequence[Any]) -> list[LayerSpec] | None:
     """The specs of ``module``, or ``None`` if no builder knows its type."""
     builder = find_spec_builder(module)
@@ -61,6 +114,18 @@ def module_arg(module: nn.Module, name: str) -> Any:
 
 def _pair(value: Any) -> tuple[Any, Any]:
     return (value, value) if not isinstance(value, (tuple, list)) else (value[0], value[1])
+
+
+def _kernel(module: nn.Module) -> tuple[Any, Any]:
+    """The spec's ``(kh, kw)``: a 1-D conv's kernel ``k`` is ``(k, 1)`` (a 2-D conv on an ``L×1`` map costs the same).
+
+    The dimension is read from the built module (torch stores ``kernel_size`` as one entry per dimension, also on an
+    NNI mutable module, which is built at its default sample), the value through :func:`module_arg` (maybe a choice).
+    """
+    value = module_arg(module, "kernel_size")
+    if len(module.kernel_size) == 1:  # type: ignore[arg-type]
+        return (value[0] if isinstance(value, (tuple, list)) else value, 1)
+    return _pair(value)
 
 
 def _prod(values: Sequence[Any]) -> Any:
@@ -96,7 +161,7 @@ def _spec(name: str, kind: str, module: nn.Module, positions: Any, in_name: str,
     return LayerSpec(
         name=name, kind=kind,
         in_channels=in_channels, out_channels=module_arg(module, out_name),
-        kernel_size=_pair(kernel), groups=groups, positions=positions,
+        kernel_size=kernel if isinstance(kernel, tuple) else _pair(kernel), groups=groups, positions=positions,
         weight_bits=_bits(weight_bits), act_bits=act_bits, density=1 - sparsity,
         bias=bias is not None and bias is not False,
     )
@@ -104,7 +169,7 @@ def _spec(name: str, kind: str, module: nn.Module, positions: Any, in_name: str,
 
 def _conv(name: str, m: nn.Module, shape: Sequence[Any], **compression: Any) -> list[LayerSpec]:
     return [_spec(name, "conv", m, _conv_positions(shape), "in_channels", "out_channels",
-                  kernel=module_arg(m, "kernel_size"), groups=module_arg(m, "groups"), **compression)]
+                  kernel=_kernel(m), groups=module_arg(m, "groups"), **compression)]
 
 
 def _linear(name: str, m: nn.Module, shape: Sequence[Any], **compression: Any) -> list[LayerSpec]:
@@ -116,15 +181,19 @@ def _quantised(m: nn.Module) -> dict[str, Any]:
             "sparsity": module_arg(m, "sparsity"), "in_channel_bits": module_arg(m, "in_channel_bits")}
 
 
+# Plain torch layers are float layers (32-bit weights and inputs), costed like any other.
+register_spec_builder(nn.Conv1d)(_conv)
 register_spec_builder(nn.Conv2d)(_conv)
 register_spec_builder(nn.Linear)(_linear)
-register_spec_builder(QuantConv2d)(lambda name, m, shape: _conv(name, m, shape, **_quantised(m)))
+for _quant_conv in (QuantConv1d, QuantConv2d):
+    register_spec_builder(_quant_conv)(lambda name, m, shape: _conv(name, m, shape, **_quantised(m)))
 register_spec_builder(QuantLinear)(lambda name, m, shape: _linear(name, m, shape, **_quantised(m)))
 def _sparse(m: nn.Module) -> dict[str, Any]:
     return {"sparsity": module_arg(m, "sparsity"), "weight_bits": module_arg(m, "weight_bits")}
 
 
-register_spec_builder(SparseConv2d)(lambda name, m, shape: _conv(name, m, shape, **_sparse(m)))
+for _sparse_conv in (SparseConv1d, SparseConv2d):
+    register_spec_builder(_sparse_conv)(lambda name, m, shape: _conv(name, m, shape, **_sparse(m)))
 register_spec_builder(SparseLinear)(lambda name, m, shape: _linear(name, m, shape, **_sparse(m)))
 
 
@@ -135,10 +204,11 @@ def _lowrank_bias(m: Any) -> bool:
 
 
 @register_spec_builder(LowRankConv2d)
+@register_spec_builder(LowRankConv1d)
 def _lowrank_conv(name: str, m: nn.Module, shape: Sequence[Any]) -> list[LayerSpec]:
     rank, positions, bits = module_arg(m, "rank"), _conv_positions(shape), module_arg(m, "weight_bits")
     first = LayerSpec(f"{name}.first", "conv", module_arg(m, "in_channels"), rank,
-                      kernel_size=_pair(module_arg(m, "kernel_size")), positions=positions, weight_bits=bits)
+                      kernel_size=_kernel(m), positions=positions, weight_bits=bits)
     second = LayerSpec(f"{name}.second", "conv", rank, module_arg(m, "out_channels"),
                        positions=positions, weight_bits=bits, bias=_lowrank_bias(m))
     return [first, second]

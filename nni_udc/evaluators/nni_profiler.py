@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from nni.mutable import MutableExpression, Sample
-from nni.nas.nn.pytorch import LayerChoice, ModelSpace, Repeat
+from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableBatchNorm1d, MutableConv1d, Repeat
 from nni.nas.profiler import ExpressionProfiler
 from nni.nas.profiler.pytorch.flops import FlopsResult, register_flops_formula
 from nni.nas.profiler.pytorch.utils import (
@@ -26,35 +26,68 @@ from nni.nas.profiler.pytorch.utils import (
     standardize_arguments,
     submodule_input_output_shapes,
 )
+from nni.nas.profiler.pytorch.utils.shape import MutableShape
 from nni.nas.profiler.pytorch.utils.shape_formula import (
-    conv2d_formula,
+    keep_shape_formula,
     linear_formula,
     register_shape_inference_formula,
 )
 from torch import nn
 
 from nni_udc.evaluators.costs import CostFn, kept_channels, macs, params, resolve_cost
-from nni_udc.evaluators.layers import find_spec_builder, specs_of
+from nni_udc.evaluators.layers import find_spec_builder, module_arg, specs_of, uncosted_error, uncosted_modules
 from nni_udc.nn import (
+    LowRankConv1d,
     LowRankConv2d,
     LowRankLinear,
+    MutableLowRankConv1d,
     MutableLowRankConv2d,
     MutableLowRankLinear,
+    MutableQuantConv1d,
     MutableQuantConv2d,
     MutableQuantLinear,
+    MutableSparseConv1d,
     MutableSparseConv2d,
     MutableSparseLinear,
+    QuantConv1d,
     QuantConv2d,
     QuantLinear,
+    SparseConv1d,
     SparseConv2d,
     SparseLinear,
 )
 
 __all__ = ["CostProfiler", "register_nni_formulas"]
 
-_CONV_TYPES = (QuantConv2d, MutableQuantConv2d, SparseConv2d, MutableSparseConv2d, LowRankConv2d, MutableLowRankConv2d)
+_CONV_TYPES = (QuantConv1d, MutableQuantConv1d, SparseConv1d, MutableSparseConv1d, LowRankConv1d, MutableLowRankConv1d,
+               QuantConv2d, MutableQuantConv2d, SparseConv2d, MutableSparseConv2d, LowRankConv2d, MutableLowRankConv2d)
 _LINEAR_TYPES = (QuantLinear, MutableQuantLinear, SparseLinear, MutableSparseLinear, LowRankLinear, MutableLowRankLinear)
 _registered = False
+
+
+def _conv_formula(module: nn.Module, input: ShapeTensor) -> MutableShape:
+    """Output shape of a conv of any dimension, plain or NNI mutable (NNI 3.0 ships a formula for 2-D convs only).
+
+    The dimension is that of the built module (torch keeps one ``kernel_size`` entry per dimension); the arguments
+    are read with :func:`~nni_udc.evaluators.layers.module_arg`, so they may be choices.
+    """
+    shape = list(input.real_shape)  # type: ignore[arg-type]
+    dims = len(module.kernel_size)  # type: ignore[arg-type]
+
+    def per_dim(name: str) -> tuple[Any, ...]:
+        value = module_arg(module, name)
+        return tuple(value) if isinstance(value, (tuple, list)) else (value,) * dims
+
+    shape[-dims - 1] = module_arg(module, "out_channels")
+    kernel, stride, dilation = per_dim("kernel_size"), per_dim("stride"), per_dim("dilation")
+    padding = module_arg(module, "padding")
+    if isinstance(padding, str) and padding == "same":  # torch allows it with stride 1 only: sizes are kept
+        return MutableShape(*shape)
+    padding = (0,) * dims if isinstance(padding, str) else per_dim("padding")  # the other string is "valid"
+    for i in range(dims):
+        size = shape[i - dims]
+        shape[i - dims] = (size + 2 * padding[i] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1
+    return MutableShape(*shape)
 
 
 def _flops_formula(module: nn.Module, inputs: Any, output: Any, name: str = "", count_bias: bool = True) -> FlopsResult:
@@ -72,8 +105,13 @@ def register_nni_formulas() -> None:
         return
     for cls in _CONV_TYPES + _LINEAR_TYPES:
         profiler_leaf_module(cls)
-        register_shape_inference_formula(cls, conv2d_formula if cls in _CONV_TYPES else linear_formula)
+        register_shape_inference_formula(cls, _conv_formula if cls in _CONV_TYPES else linear_formula)
         register_flops_formula(cls, _flops_formula)
+    # NNI 3.0 infers no shapes through 1-D convs and batch norms (its FLOPs formulas know them): add the shapes.
+    for cls in (nn.Conv1d, MutableConv1d):
+        register_shape_inference_formula(cls, _conv_formula)
+    for cls in (nn.BatchNorm1d, MutableBatchNorm1d):
+        register_shape_inference_formula(cls, keep_shape_formula)
     _registered = True
 
 
@@ -104,6 +142,9 @@ class CostProfiler(ExpressionProfiler):
         example_input: an input batch (shapes only matter).
         cost: a name from :data:`~nni_udc.evaluators.costs.COSTS` or a function of a :class:`LayerSpec`.
 
+    Raises:
+        TypeError: a module of the space holds weights that no cost formula covers (its path and type are named).
+
     Example:
         >>> import nni
         >>> from nni.nas.nn.pytorch import ModelSpace
@@ -120,6 +161,9 @@ class CostProfiler(ExpressionProfiler):
 
     def __init__(self, model_space: ModelSpace, example_input: Any, cost: str | CostFn = "memory_bits") -> None:
         register_nni_formulas()
+        refused = uncosted_modules(model_space)  # before shape inference, whose error would not say why
+        if refused:
+            raise uncosted_error(refused)
         args, kwargs = standardize_arguments(example_input, lambda t: ShapeTensor(t, True))
         shapes = submodule_input_output_shapes(model_space, *args, **kwargs)
         self.expression = _symbolic_cost("", model_space, shapes, resolve_cost(cost))

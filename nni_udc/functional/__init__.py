@@ -5,7 +5,7 @@ straight through the non-differentiable steps (rounding, top-k).
 """
 from __future__ import annotations
 
-from nni_udc.functional.lowrank import factorize_conv2d, factorize_linear, max_rank
+from nni_udc.functional.lowrank import factorize_conv, factorize_conv2d, factorize_linear, max_rank
 from nni_udc.functional.quant import (
     FLOAT_BITS,
     SUPPORTED_ACT_BITS,
@@ -19,6 +19,7 @@ __all__ = [
     "FLOAT_BITS",
     "SUPPORTED_ACT_BITS",
     "SUPPORTED_WEIGHT_BITS",
+    "factorize_conv",
     "factorize_conv2d",
     "factorize_linear",
     "fake_quantize_activation",

@@ -1,24 +1,63 @@
-"""Compressible layers: each a plain fixed module plus an NNI ``ParametrizedModule`` twin (``Mutable*``)."""
+"""Compressible layers (Conv1d, Conv2d, Linear): each a plain fixed module plus an NNI ``ParametrizedModule`` twin
+(``Mutable*``)."""
 from __future__ import annotations
 
 from nni_udc import _compat  # noqa: F401  (silences NNI's harmless torch-version warnings once)
 from nni_udc.nn.choices import act_bits_choice, bits_choice, channel_bits_choice, rank_choice, sparsity_choice
-from nni_udc.nn.lowrank import LowRankConv2d, LowRankLinear, MutableLowRankConv2d, MutableLowRankLinear
-from nni_udc.nn.quant import ActivationQuantizer, MutableQuantConv2d, MutableQuantLinear, QuantConv2d, QuantLinear
-from nni_udc.nn.sparse import MutableSparseConv2d, MutableSparseLinear, SparseConv2d, SparseLinear
+from nni_udc.nn.lowrank import (
+    LowRankConv1d,
+    LowRankConv2d,
+    LowRankLinear,
+    MutableLowRankConv1d,
+    MutableLowRankConv2d,
+    MutableLowRankLinear,
+)
+from nni_udc.nn.quant import (
+    ActivationQuantizer,
+    MutableQuantConv1d,
+    MutableQuantConv2d,
+    MutableQuantLinear,
+    QuantConv1d,
+    QuantConv2d,
+    QuantLinear,
+)
+from nni_udc.nn.sparse import (
+    MutableSparseConv1d,
+    MutableSparseConv2d,
+    MutableSparseLinear,
+    SparseConv1d,
+    SparseConv2d,
+    SparseLinear,
+)
+
+#: The NNI twins by family, for code that looks for a kind of compression in a space.
+QUANT_MUTABLES: tuple[type, ...] = (MutableQuantConv1d, MutableQuantConv2d, MutableQuantLinear)
+LOWRANK_MUTABLES: tuple[type, ...] = (MutableLowRankConv1d, MutableLowRankConv2d, MutableLowRankLinear)
+SPARSE_MUTABLES: tuple[type, ...] = (MutableSparseConv1d, MutableSparseConv2d, MutableSparseLinear)
+COMPRESSIBLE_MUTABLES: tuple[type, ...] = QUANT_MUTABLES + LOWRANK_MUTABLES + SPARSE_MUTABLES
 
 __all__ = [
+    "COMPRESSIBLE_MUTABLES",
+    "LOWRANK_MUTABLES",
+    "QUANT_MUTABLES",
+    "SPARSE_MUTABLES",
     "ActivationQuantizer",
+    "LowRankConv1d",
     "LowRankConv2d",
     "LowRankLinear",
+    "MutableLowRankConv1d",
     "MutableLowRankConv2d",
     "MutableLowRankLinear",
+    "MutableQuantConv1d",
     "MutableQuantConv2d",
     "MutableQuantLinear",
+    "MutableSparseConv1d",
     "MutableSparseConv2d",
     "MutableSparseLinear",
+    "QuantConv1d",
     "QuantConv2d",
     "QuantLinear",
+    "SparseConv1d",
     "SparseConv2d",
     "SparseLinear",
     "act_bits_choice",

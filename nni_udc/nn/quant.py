@@ -1,7 +1,7 @@
-"""Quantised, optionally sparse Conv2d and Linear layers.
+"""Quantised, optionally sparse Conv1d, Conv2d and Linear layers.
 
-The plain classes (``QuantConv2d``, ``QuantLinear``) are what a frozen model holds. Their NNI twins
-(``MutableQuantConv2d``, ``MutableQuantLinear``) accept an ``nni.choice`` for any argument and freeze
+The plain classes (``QuantConv1d``, ``QuantConv2d``, ``QuantLinear``) are what a frozen model holds. Their NNI twins
+(``MutableQuantConv1d``, ``MutableQuantConv2d``, ``MutableQuantLinear``) accept an ``nni.choice`` for any argument and freeze
 back into the plain class.
 
 Forward pass: input activations are fake-quantised to ``act_bits`` with a learnable PACT clip; weights
@@ -15,7 +15,7 @@ tied). Its weights on removed input channels are masked out and its cost counts 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +25,8 @@ from torch import nn
 from nni_udc.functional import fake_quantize_activation, fake_quantize_weight, magnitude_mask
 from nni_udc.nn._checks import check_act_bits, check_channel_bits, check_sparsity
 
-__all__ = ["ActivationQuantizer", "MutableQuantConv2d", "MutableQuantLinear", "QuantConv2d", "QuantLinear"]
+__all__ = ["ActivationQuantizer", "MutableQuantConv1d", "MutableQuantConv2d", "MutableQuantLinear", "QuantConv1d", "QuantConv2d",
+           "QuantLinear"]
 
 
 class ActivationQuantizer(nn.Module):
@@ -122,20 +123,21 @@ class _Compressed(nn.Module):
         return f"weight_bits={self.weight_bits}, act_bits={self.act_bits}, sparsity={self.sparsity}{kept_inputs}"
 
 
-class QuantConv2d(_Compressed, nn.Conv2d):
-    """``nn.Conv2d`` with weight bits (per layer or per output channel), activation bits and sparsity.
+class _QuantConv(_Compressed):
+    """The quantised conv of any dimension: ``nn.Conv1d``/``nn.Conv2d``'s arguments plus the compression ones.
 
-    Example:
-        >>> conv = QuantConv2d(3, 8, 3, padding=1, weight_bits=4, act_bits=8, sparsity=0.5)
-        >>> conv(torch.randn(2, 3, 8, 8)).shape
-        torch.Size([2, 8, 8, 8])
+    Mixed in before the torch conv class (``QuantConv2d(_QuantConv, nn.Conv2d)``), so one ``__init__`` and one
+    ``forward`` serve every dimension (torch's ``_conv_forward`` picks the right convolution).
     """
+
+    _conv_forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+    bias: torch.Tensor | None
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
                  weight_bits: int | Sequence[int] = 8, act_bits: int = 32, sparsity: float = 0.0,
                  act_signed: bool = True, in_channel_bits: Sequence[int] | None = None) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,  # type: ignore[call-arg]
                          padding_mode)  # type: ignore[arg-type]
         self._setup_compression(in_channels, out_channels, weight_bits, act_bits, sparsity, act_signed, in_channel_bits)
 
@@ -144,6 +146,27 @@ class QuantConv2d(_Compressed, nn.Conv2d):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self._compression_repr()}"
+
+
+class QuantConv1d(_QuantConv, nn.Conv1d):
+    """``nn.Conv1d`` with weight bits (per layer or per output channel), activation bits and sparsity.
+
+    Example:
+        >>> conv = QuantConv1d(1, 8, 5, padding=2, weight_bits=[4] * 6 + [0, 0], act_bits=8, sparsity=0.5)
+        >>> y = conv(torch.randn(2, 1, 40))
+        >>> y.shape, bool((y[:, 6:] == conv.bias[6:, None]).all())   # channels 6 and 7 removed: bias only
+        (torch.Size([2, 8, 40]), True)
+    """
+
+
+class QuantConv2d(_QuantConv, nn.Conv2d):
+    """``nn.Conv2d`` with weight bits (per layer or per output channel), activation bits and sparsity.
+
+    Example:
+        >>> conv = QuantConv2d(3, 8, 3, padding=1, weight_bits=4, act_bits=8, sparsity=0.5)
+        >>> conv(torch.randn(2, 3, 8, 8)).shape
+        torch.Size([2, 8, 8, 8])
+    """
 
 
 class QuantLinear(_Compressed, nn.Linear):
@@ -166,6 +189,10 @@ class QuantLinear(_Compressed, nn.Linear):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self._compression_repr()}"
+
+
+class MutableQuantConv1d(ParametrizedModule, QuantConv1d, wraps=QuantConv1d):  # type: ignore[call-arg]
+    """:class:`QuantConv1d` whose arguments may be ``nni.choice``; ``freeze()`` returns a plain ``QuantConv1d``."""
 
 
 class MutableQuantConv2d(ParametrizedModule, QuantConv2d, wraps=QuantConv2d):  # type: ignore[call-arg]

@@ -6,6 +6,8 @@ its gradient straight through to the scores, so the set of kept weights can chan
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from nni.nas.nn.pytorch import ParametrizedModule
@@ -14,7 +16,7 @@ from torch import nn
 from nni_udc.functional import fake_quantize_weight, topk_mask_ste
 from nni_udc.nn._checks import check_sparsity, check_weight_bits
 
-__all__ = ["MutableSparseConv2d", "MutableSparseLinear", "SparseConv2d", "SparseLinear"]
+__all__ = ["MutableSparseConv1d", "MutableSparseConv2d", "MutableSparseLinear", "SparseConv1d", "SparseConv2d", "SparseLinear"]
 
 
 class _Scored:
@@ -36,7 +38,37 @@ class _Scored:
         return fake_quantize_weight(self.weight * self.mask(), self.weight_bits)
 
 
-class SparseConv2d(_Scored, nn.Conv2d):  # type: ignore[misc]
+class _SparseConv(_Scored):
+    """The DASS sparse conv of any dimension, mixed in before the torch conv class (one ``__init__`` for all)."""
+
+    _conv_forward: Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
+    bias: torch.Tensor | None
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *, sparsity: float = 0.5,
+                 weight_bits: int = 32) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,  # type: ignore[call-arg]
+                         padding_mode)
+        self._setup_scores(sparsity, weight_bits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._conv_forward(x, self.masked_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, sparsity={self.sparsity}, weight_bits={self.weight_bits}"  # type: ignore[misc]
+
+
+class SparseConv1d(_SparseConv, nn.Conv1d):  # type: ignore[misc]
+    """``nn.Conv1d`` whose weight is masked to ``sparsity`` by learnable scores.
+
+    Example:
+        >>> conv = SparseConv1d(4, 8, 5, sparsity=0.75)
+        >>> int((conv.masked_weight() == 0).sum())   # 0.75 · 8·4·5
+        120
+    """
+
+
+class SparseConv2d(_SparseConv, nn.Conv2d):  # type: ignore[misc]
     """``nn.Conv2d`` whose weight is masked to ``sparsity`` by learnable scores.
 
     Example:
@@ -44,19 +76,6 @@ class SparseConv2d(_Scored, nn.Conv2d):  # type: ignore[misc]
         >>> int((conv.masked_weight() == 0).sum())
         216
     """
-
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *, sparsity: float = 0.5,
-                 weight_bits: int = 32) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                         padding_mode)  # type: ignore[arg-type]
-        self._setup_scores(sparsity, weight_bits)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.masked_weight(), self.bias)
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, sparsity={self.sparsity}, weight_bits={self.weight_bits}"
 
 
 class SparseLinear(_Scored, nn.Linear):  # type: ignore[misc]
@@ -72,6 +91,10 @@ class SparseLinear(_Scored, nn.Linear):  # type: ignore[misc]
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, sparsity={self.sparsity}, weight_bits={self.weight_bits}"
+
+
+class MutableSparseConv1d(ParametrizedModule, SparseConv1d, wraps=SparseConv1d):  # type: ignore[call-arg]
+    """:class:`SparseConv1d` whose ``sparsity`` (or any argument) may be an ``nni.choice``."""
 
 
 class MutableSparseConv2d(ParametrizedModule, SparseConv2d, wraps=SparseConv2d):  # type: ignore[call-arg]

@@ -15,14 +15,7 @@ from typing import Any
 from nni.mutable import Mutable, MutableList
 from nni.nas.nn.pytorch import LayerChoice, ModelSpace
 
-from nni_udc.nn import (
-    MutableLowRankConv2d,
-    MutableLowRankLinear,
-    MutableQuantConv2d,
-    MutableQuantLinear,
-    MutableSparseConv2d,
-    MutableSparseLinear,
-)
+from nni_udc.nn import LOWRANK_MUTABLES, QUANT_MUTABLES, SPARSE_MUTABLES
 from nni_udc.strategies.udc import UDC
 
 __all__ = ["DASS", "HALOC", "ChannelMixedPrecision", "UDC"]
@@ -58,8 +51,8 @@ class HALOC(UDC):
         super().__init__(cost=cost, **kwargs)
 
     def check_space(self, space: ModelSpace) -> None:
-        if not _has_module(space, (MutableLowRankConv2d, MutableLowRankLinear), "rank"):
-            raise ValueError(f"HALOC searches ranks, but {type(space).__name__} has no MutableLowRankConv2d/"
+        if not _has_module(space, LOWRANK_MUTABLES, "rank"):
+            raise ValueError(f"HALOC searches ranks, but {type(space).__name__} has no MutableLowRankConv1d/MutableLowRankConv2d/"
                              "MutableLowRankLinear with rank=rank_choice(...)")
 
 
@@ -81,9 +74,9 @@ class ChannelMixedPrecision(UDC):
         super().__init__(cost=cost, **kwargs)
 
     def check_space(self, space: ModelSpace) -> None:
-        if not _has_module(space, (MutableQuantConv2d, MutableQuantLinear), "weight_bits", list_arg=True):
+        if not _has_module(space, QUANT_MUTABLES, "weight_bits", list_arg=True):
             raise ValueError(f"ChannelMixedPrecision searches per-channel bits, but {type(space).__name__} has no "
-                             "MutableQuantConv2d/MutableQuantLinear with weight_bits=channel_bits_choice(...)")
+                             "MutableQuantConv1d/MutableQuantConv2d/MutableQuantLinear with weight_bits=channel_bits_choice(...)")
 
 
 class DASS(UDC):
@@ -105,7 +98,7 @@ class DASS(UDC):
     def check_space(self, space: ModelSpace) -> None:
         for module in space.modules():
             if isinstance(module, LayerChoice) and any(
-                    isinstance(m, (MutableSparseConv2d, MutableSparseLinear)) for m in module.modules()):
+                    isinstance(m, SPARSE_MUTABLES) for m in module.modules()):
                 return
         raise ValueError(f"DASS chooses between sparse and dense ops, but {type(space).__name__} has no LayerChoice "
-                         "with a MutableSparseConv2d/MutableSparseLinear candidate")
+                         "with a MutableSparseConv1d/MutableSparseConv2d/MutableSparseLinear candidate")

@@ -1,4 +1,5 @@
-"""Weight-shared mixed operations: nni-udc's modules inside a differentiable (DARTS-style) supernet.
+"""Weight-shared mixed operations: nni-udc's modules (1-D and 2-D convs, linear) inside a differentiable
+(DARTS-style) supernet.
 
 Each mutable nni-udc module becomes one mixed op that holds **one** float weight at the largest shape and
 applies every candidate as a soft, differentiable view of it:
@@ -29,22 +30,30 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from nni.mutable import Categorical, Mutable, MutableExpression, MutableList
+from nni.nas.nn.pytorch import MutableBatchNorm1d
 from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
+from nni.nas.oneshot.pytorch.supermodule.operation import MixedBatchNorm2d
 from torch import nn
 
 from nni_udc.functional import fake_quantize_weight, magnitude_mask, topk_mask_ste
 from nni_udc.nn import (
     ActivationQuantizer,
+    LowRankConv1d,
     LowRankConv2d,
     LowRankLinear,
+    MutableLowRankConv1d,
     MutableLowRankConv2d,
     MutableLowRankLinear,
+    MutableQuantConv1d,
     MutableQuantConv2d,
     MutableQuantLinear,
+    MutableSparseConv1d,
     MutableSparseConv2d,
     MutableSparseLinear,
+    QuantConv1d,
     QuantConv2d,
     QuantLinear,
+    SparseConv1d,
     SparseConv2d,
     SparseLinear,
 )
@@ -276,6 +285,10 @@ class MixedCompressedOp(BaseSuperNetModule):
         return y * mask.view(shape)
 
 
+#: The torch conv classes our conv modules derive from (a mixed op's output channels sit on dim 1 for these).
+_CONV = (nn.Conv1d, nn.Conv2d)
+
+
 def _prefix_mask(weights: list[tuple[int, torch.Tensor]], size: int, like: torch.Tensor) -> torch.Tensor:
     """``Σ_v p_v · [i < v]``: the soft mask of a width or rank choice."""
     positions = torch.arange(size, device=like.device)
@@ -283,8 +296,9 @@ def _prefix_mask(weights: list[tuple[int, torch.Tensor]], size: int, like: torch
 
 
 class MixedQuant(MixedCompressedOp):
-    """Mixed :class:`~nni_udc.nn.QuantConv2d` / :class:`~nni_udc.nn.QuantLinear`: width, weight bits (per layer
-    or per channel), activation bits, sparsity and removed inputs, all on one shared weight."""
+    """Mixed :class:`~nni_udc.nn.QuantConv1d` / :class:`~nni_udc.nn.QuantConv2d` / :class:`~nni_udc.nn.QuantLinear`:
+    width, weight bits (per layer or per channel), activation bits, sparsity and removed inputs, all on one shared
+    weight."""
 
     structural = ("in_channels", "out_channels", "in_features", "out_features")
     neutral = {"weight_bits": 32, "act_bits": 32, "sparsity": 0.0, "in_channel_bits": None}
@@ -327,7 +341,7 @@ class MixedQuant(MixedCompressedOp):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, w = self._activation(x), self.mixed_weight()
-        if isinstance(self.op, nn.Conv2d):
+        if isinstance(self.op, _CONV):
             return self._out_mask(self.op._conv_forward(x, w, self.op.bias), "out_channels", 1)
         return self._out_mask(F.linear(x, w, self.op.bias), "out_features", -1)
 
@@ -336,6 +350,10 @@ class MixedQuant(MixedCompressedOp):
             return {}
         chosen = next(q for q in self.act_quants if q.bits == args["act_bits"])
         return {f"act_quant.{k}": v.clone() for k, v in chosen.state_dict().items()}
+
+
+class MixedQuantConv1d(MixedQuant):
+    mutable_type, bound_type = MutableQuantConv1d, QuantConv1d
 
 
 class MixedQuantConv2d(MixedQuant):
@@ -347,8 +365,9 @@ class MixedQuantLinear(MixedQuant):
 
 
 class MixedSparse(MixedCompressedOp):
-    """Mixed DASS :class:`~nni_udc.nn.SparseConv2d` / :class:`~nni_udc.nn.SparseLinear`: width, sparsity
-    (nested top-k masks of one set of learnable scores) and weight bits."""
+    """Mixed DASS :class:`~nni_udc.nn.SparseConv1d` / :class:`~nni_udc.nn.SparseConv2d` /
+    :class:`~nni_udc.nn.SparseLinear`: width, sparsity (nested top-k masks of one set of learnable scores) and
+    weight bits."""
 
     structural = ("in_channels", "out_channels", "in_features", "out_features")
     neutral = {"sparsity": 0.0, "weight_bits": 32}
@@ -363,9 +382,13 @@ class MixedSparse(MixedCompressedOp):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.mixed_weight()
-        if isinstance(self.op, nn.Conv2d):
+        if isinstance(self.op, _CONV):
             return self._out_mask(self.op._conv_forward(x, w, self.op.bias), "out_channels", 1)
         return self._out_mask(F.linear(x, w, self.op.bias), "out_features", -1)
+
+
+class MixedSparseConv1d(MixedSparse):
+    mutable_type, bound_type = MutableSparseConv1d, SparseConv1d
 
 
 class MixedSparseConv2d(MixedSparse):
@@ -377,19 +400,27 @@ class MixedSparseLinear(MixedSparse):
 
 
 class MixedLowRank(MixedCompressedOp):
-    """Mixed :class:`~nni_udc.nn.LowRankConv2d` / :class:`~nni_udc.nn.LowRankLinear`: every rank candidate is a
-    truncation of one max-rank factorisation (HALOC's rank as a choice, with shared factors); weight bits
-    apply to both factors."""
+    """Mixed :class:`~nni_udc.nn.LowRankConv1d` / :class:`~nni_udc.nn.LowRankConv2d` /
+    :class:`~nni_udc.nn.LowRankLinear`: every rank candidate is a truncation of one max-rank factorisation
+    (HALOC's rank as a choice, with shared factors); weight bits apply to both factors."""
 
     structural = ("in_channels", "out_channels", "in_features", "out_features", "rank")
     neutral = {"weight_bits": 32}
 
+    def _second_weight(self, w: torch.Tensor, weights: list[tuple[int, torch.Tensor]] | None) -> torch.Tensor:
+        """``Σ_r p_r · Q(W ⊙ [column < r])``: the second factor quantised as each rank's exported factor is (its scale
+        from the kept columns only; quantising all columns at once gave another scale than the export at rank < max)."""
+        if weights is None:
+            return self._quantize(w)
+        columns = torch.arange(w.shape[1], device=w.device).view((1, -1) + (1,) * (w.dim() - 2))
+        return sum(p * self._quantize(w * (columns < r).to(w.dtype)) for r, p in weights)  # type: ignore[return-value]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = isinstance(self.op, LowRankConv2d)
+        conv = isinstance(self.op, (LowRankConv1d, LowRankConv2d))
         first, second = self.op.first, self.op.second
-        wf, ws = self._quantize(first.weight), self._quantize(second.weight)
-        h = first._conv_forward(x, wf, None) if conv else F.linear(x, wf)
         weights = self._weights("rank")
+        wf, ws = self._quantize(first.weight), self._second_weight(second.weight, weights)
+        h = first._conv_forward(x, wf, None) if conv else F.linear(x, wf)
         if weights is not None:
             dim = 1 if conv else -1
             shape = [1] * h.dim()
@@ -397,6 +428,10 @@ class MixedLowRank(MixedCompressedOp):
             h = h * _prefix_mask(weights, h.shape[dim], h).view(shape)
         y = second._conv_forward(h, ws, second.bias) if conv else F.linear(h, ws, second.bias)
         return self._out_mask(y, "out_channels" if conv else "out_features", 1 if conv else -1)
+
+
+class MixedLowRankConv1d(MixedLowRank):
+    mutable_type, bound_type = MutableLowRankConv1d, LowRankConv1d
 
 
 class MixedLowRankConv2d(MixedLowRank):
@@ -407,9 +442,21 @@ class MixedLowRankLinear(MixedLowRank):
     mutable_type, bound_type = MutableLowRankLinear, LowRankLinear
 
 
-#: Mutation hooks for every nni-udc module (pass to any NNI differentiable strategy).
+class MixedBatchNorm1d(MixedBatchNorm2d):
+    """NNI's mixed batch norm for ``MutableBatchNorm1d`` (a width choice before it), which NNI 3.0 lacks.
+
+    NNI's ``MixedBatchNorm2d`` slices its parameters to the chosen width and calls ``F.batch_norm``, which takes
+    ``(N, C, L)`` inputs as well; only the bound type differs.
+    """
+
+    bound_type = MutableBatchNorm1d
+
+
+#: Mutation hooks for every nni-udc module, and for the 1-D NNI mutables a 1-D space needs that NNI 3.0 does not
+#: mix (pass to any NNI differentiable strategy).
 MIXED_OPERATION_HOOKS = [
-    MixedQuantConv2d.mutate, MixedQuantLinear.mutate,
-    MixedSparseConv2d.mutate, MixedSparseLinear.mutate,
-    MixedLowRankConv2d.mutate, MixedLowRankLinear.mutate,
+    MixedQuantConv1d.mutate, MixedQuantConv2d.mutate, MixedQuantLinear.mutate,
+    MixedSparseConv1d.mutate, MixedSparseConv2d.mutate, MixedSparseLinear.mutate,
+    MixedLowRankConv1d.mutate, MixedLowRankConv2d.mutate, MixedLowRankLinear.mutate,
+    MixedBatchNorm1d.mutate,
 ]

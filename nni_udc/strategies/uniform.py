@@ -54,21 +54,13 @@ from typing import Any
 from nni.mutable import Categorical, Mutable, MutableList, Numerical
 from nni.nas.nn.pytorch import LayerChoice, ModelSpace
 
-from nni_udc.nn import (
-    MutableLowRankConv2d,
-    MutableLowRankLinear,
-    MutableQuantConv2d,
-    MutableQuantLinear,
-    MutableSparseConv2d,
-    MutableSparseLinear,
-)
+from nni_udc.nn import COMPRESSIBLE_MUTABLES
 from nni_udc.strategies.architecture import used_labels
 
 __all__ = ["UniformKind", "uniform_grid", "uniform_kinds"]
 
 #: nni-udc's compressible modules and the arguments of theirs that are compression choices
-COMPRESSIBLE = (MutableQuantConv2d, MutableQuantLinear, MutableLowRankConv2d, MutableLowRankLinear,
-                MutableSparseConv2d, MutableSparseLinear)
+COMPRESSIBLE = COMPRESSIBLE_MUTABLES
 ARGUMENTS = ("weight_bits", "act_bits", "sparsity", "rank")
 
 
