@@ -26,7 +26,9 @@ import logging
 import math
 import multiprocessing
 import os
+import signal
 import socket
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -571,6 +573,36 @@ def study_points(study: Any) -> list[Point]:
     return points
 
 
+@contextmanager
+def _ctrl_c_kept() -> Iterator[None]:
+    """Ctrl-C inside the block raises ``KeyboardInterrupt``, even where Lightning turned it into ``SystemExit(1)``.
+
+    Lightning's trainer catches a ``KeyboardInterrupt`` during ``fit``, ignores SIGINT from then on and calls
+    ``sys.exit(1)`` (``pytorch_lightning/trainer/call.py``, ``_call_and_handle_interrupt``), so without this the
+    Pareto loop would neither queue the interrupted value again nor end with its "interrupted" message. The
+    SIGINT handler in force before the block is restored after it. Outside the main thread it changes nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    interrupted = False
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        nonlocal interrupted
+        interrupted = True
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    except SystemExit as stop:
+        if interrupted:
+            raise KeyboardInterrupt from stop
+        raise
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_pareto(config: ExperimentConfig, *, progress: bool = True, inner_progress: bool = False) -> ParetoOutcome:
     """Run (or resume, or join as one more worker) the outer loop of ``config``; write and return the front.
 
@@ -630,8 +662,9 @@ def run_pareto(config: ExperimentConfig, *, progress: bool = True, inner_progres
         out = config.output / "trials" / f"{trial.number:04d}"
         bar.set_postfix({p.variable: f"{value:.3g}", "trial": trial.number})
         try:
-            outcome = run_search(config, output=out, progress=inner_progress, supernet=supernet,
-                                 **{p.variable: value})  # type: ignore[arg-type]
+            with _ctrl_c_kept():
+                outcome = run_search(config, output=out, progress=inner_progress, supernet=supernet,
+                                     **{p.variable: value})  # type: ignore[arg-type]
             _check_finite_outcome(outcome)
         except KeyboardInterrupt:  # Ctrl-C: this value is searched again when the run resumes
             study.enqueue_trial({p.variable: value})

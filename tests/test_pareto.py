@@ -239,3 +239,60 @@ def test_a_killed_postgresql_worker_trial_is_retried_by_another(tmp_path, postgr
     time.sleep(4)  # longer than the grace period
     _finish(_start(config_path))
     _check_retried(_trials(postgres_url, "killed"), killed, total=3)
+
+
+# ----- what the README promises: Ctrl-C, `variable: weight`, the qmc sampler ------------------------------------
+
+@pytest.mark.slow  # a real NNI experiment
+def test_ctrl_c_queues_the_interrupted_value_again_and_the_next_run_searches_it(tmp_path):
+    config_path = _write_config(tmp_path, trials=2)
+    storage = storage_url(load_config(config_path))
+    process = _start(config_path)
+    deadline = time.time() + 300
+    while not [t for t in _trials(storage) if t.state == TrialState.RUNNING
+               and time.time() - t.datetime_start.timestamp() > 1]:
+        assert process.poll() is None and time.time() < deadline, process.stderr.read() if process.stderr else ""
+        time.sleep(0.3)
+    os.kill(process.pid, signal.SIGINT)  # Ctrl-C reaches the command itself
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("nni-udc pareto: interrupted;")
+    trials = _trials(storage)
+    (interrupted,) = [t for t in trials if t.state == TrialState.FAIL]
+    queued = [t.system_attrs["fixed_params"]["target"] for t in trials if t.state == TrialState.WAITING]
+    assert interrupted.params["target"] in queued
+    _finish(_start(config_path))
+    complete = [t for t in _trials(storage) if t.state == TrialState.COMPLETE]
+    assert len(complete) == 2 and interrupted.params["target"] in [t.params["target"] for t in complete]
+
+
+@pytest.mark.slow  # a real NNI experiment
+def test_a_study_over_the_penalty_weight_with_the_qmc_sampler(tmp_path, monkeypatch):
+    proposed = []
+    original = optuna.samplers.QMCSampler.sample_relative
+
+    def sample_relative(self, study, trial, search_space):
+        values = original(self, study, trial, search_space)
+        proposed.extend(values.values())
+        return values
+
+    monkeypatch.setattr(optuna.samplers.QMCSampler, "sample_relative", sample_relative)
+    path = tmp_path / "exp.yaml"
+    path.write_text(f"""\
+name: tiny
+space: digits
+training: {{epochs: 1, finetune_epochs: 0}}
+pareto: {{variable: weight, sampler: qmc, trials: 3, low: 0.1, high: 10, initial: 1, baseline: false}}
+output: {tmp_path / 'run'}
+""")
+    config = load_config(path)
+    with quiet():
+        outcome = run_pareto(config, progress=False)
+    trials = optuna.load_study(study_name="tiny", storage=storage_url(config)).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3 and len(outcome.points) == 3
+    weights = [t.params["weight"] for t in trials]
+    assert all(set(t.params) == {"weight"} for t in trials) and all(0.1 <= w <= 10 for w in weights)
+    assert len(proposed) == 2 and proposed == weights[1:]  # after the one initial value, QMC proposed the rest
+    for trial, weight in zip(trials, weights):  # each search ran with its λ and no cost target
+        report = json.loads((Path(trial.user_attrs["output"]) / "report.json").read_text())
+        assert report["weight"] == weight and report["target"] is None
