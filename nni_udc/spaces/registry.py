@@ -6,6 +6,7 @@ import importlib
 from nni.nas.nn.pytorch import ModelSpace
 
 from nni_udc.spaces.digits import DigitsSpace
+from nni_udc.spaces.mnist1d import Mnist1dSpace
 from nni_udc.spaces.sparse_cell import SparseCellSpace
 
 __all__ = ["SPACES", "resolve_space"]
@@ -13,6 +14,7 @@ __all__ = ["SPACES", "resolve_space"]
 #: name -> (space class, input shape of one sample)
 SPACES: dict[str, tuple[type, tuple[int, ...]]] = {
     "digits": (DigitsSpace, (1, 8, 8)),
+    "mnist1d": (Mnist1dSpace, (1, 40)),
     "sparse-cell": (SparseCellSpace, (1, 8, 8)),
 }
 
