@@ -37,10 +37,6 @@ def test_one_hot_expected_cost_equals_exact_cost(space_cls, cost):
         assert float(expected(ExpectedCost.one_hot(sample, expected.labels))) == pytest.approx(exact, rel=1e-9)
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason=(
-    "nni_udc/strategies/expected_cost.py applies `in_channels // groups` to the expectation when in_channels is the "
-    "kept channels of per-channel bits over more than max_joint_labels groups (q3 in tests/spaces.py): "
-    "torch.floor_divide has no derivative, and floor(E[kept]) is not E[kept]"))
 def test_gradient_reaches_every_label_that_changes_the_cost():
     space = EveryModule()
     expected = ExpectedCost(CostProfiler(space, X, "memory_bits").expression)

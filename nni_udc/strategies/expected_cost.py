@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -177,4 +178,13 @@ def _tensor_max(*args: Any) -> Any:
     return out
 
 
-_TENSOR_FUNCTIONS: dict[Callable, Callable] = {min: _tensor_min, max: _tensor_max}
+def _expected_floordiv(a: Any, b: Any) -> Any:
+    """``a // b`` where ``a`` may be an expectation (a tensor): true division. A convolution's ``in_channels //
+    groups`` divides exactly for every architecture (PyTorch requires it), and division by a constant is linear, so
+    ``E[a] / b`` *is* the expectation, where ``floor(E[a] / b)`` would be wrong and have no gradient."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return a / b
+    return a // b
+
+
+_TENSOR_FUNCTIONS: dict[Callable, Callable] = {min: _tensor_min, max: _tensor_max, operator.floordiv: _expected_floordiv}
