@@ -46,6 +46,7 @@ from nni_udc.config import ONE_SHOT, ConfigError, ExperimentConfig, brief, clip
 from nni_udc.evaluators.divergence import DivergedError, DivergenceCheck, check_finite, told_once
 from nni_udc.pareto import Comparison, Point, read_baseline, write_baseline
 from nni_udc.pareto.baseline import BASELINE_CSV, BASELINE_JSON
+from nni_udc.pareto.record import TrialRecord
 from nni_udc.registry import DATASETS, STRATEGIES
 
 __all__ = ["BaselineOutcome", "ParetoOutcome", "SearchOutcome", "build_strategy", "check_space", "quiet", "resolve_budget",
@@ -72,6 +73,24 @@ class SearchOutcome:
     def relative_cost(self) -> float:
         """The optimised cost as a fraction of the uncompressed reference (scale-free, 1 = float model)."""
         return self.costs[self.cost] / self.reference_costs[self.cost]
+
+    def record(self, *, number: int | None = None, variable: str | None = None, value: float | None = None,
+               output: str | Path = "") -> TrialRecord:
+        """This search as one trial of the outer loop (:class:`~nni_udc.pareto.record.TrialRecord`): ``variable``
+        names the outer variable whose ``value`` it ran with, ``output`` its directory.
+
+        Example:
+            >>> outcome = SearchOutcome(sample={"bits": 4}, accuracy=0.9, test_accuracy=0.88,
+            ...                         costs={"memory_bits": 800.0}, reference_costs={"memory_bits": 1e4},
+            ...                         cost="memory_bits", seconds=12.0)
+            >>> record = outcome.record(number=0, variable="target", value=0.1, output="runs/trials/0000")
+            >>> record.relative_cost, record.architecture, record.to_user_attrs()["output"]
+            (0.08, {'bits': 4}, 'runs/trials/0000')
+        """
+        return TrialRecord(number=number, variable=variable, value=value, accuracy=self.accuracy,
+                           relative_cost=self.relative_cost, test_accuracy=self.test_accuracy, costs=dict(self.costs),
+                           reference_costs=dict(self.reference_costs), cost=self.cost, architecture=dict(self.sample),
+                           output=str(output), seconds=self.seconds)
 
     def to_json(self) -> dict[str, Any]:
         out = {k: v for k, v in asdict(self).items() if k != "model"}
@@ -560,17 +579,11 @@ def storage_url(config: ExperimentConfig) -> str:
 
 
 def study_points(study: Any) -> list[Point]:
-    """Every completed trial of a study as a front :class:`~nni_udc.pareto.Point`."""
+    """Every completed trial of a study (``nni-udc pareto``'s or the nnictl tuner's) as a front
+    :class:`~nni_udc.pareto.Point`, read through :meth:`TrialRecord.from_trial <nni_udc.pareto.record.TrialRecord.from_trial>`."""
     from nni_udc.pareto import finished
 
-    points = []
-    for t in finished(study):
-        attrs = t.user_attrs
-        points.append(Point(number=t.number, accuracy=t.values[0], relative_cost=t.values[1],
-                            value=next(iter(t.params.values()), None), test_accuracy=attrs.get("test_accuracy"),
-                            costs=attrs.get("costs", {}), architecture=attrs.get("architecture", {}),
-                            output=attrs.get("output", ""), seconds=attrs.get("seconds")))
-    return points
+    return [TrialRecord.from_trial(t).point() for t in finished(study)]
 
 
 @contextmanager
@@ -673,12 +686,11 @@ def run_pareto(config: ExperimentConfig, *, progress: bool = True, inner_progres
             trial.set_user_attr(FAILURE, str(error))
             trial.set_user_attr(DIVERGED, True)
             raise
-        for key, val in (("architecture", outcome.sample), ("test_accuracy", outcome.test_accuracy),
-                         ("costs", outcome.costs), ("reference_costs", outcome.reference_costs),
-                         ("cost", outcome.cost), ("seconds", outcome.seconds), ("output", str(out)),
-                         ("worker", f"{socket.gethostname()}:{os.getpid()}")):
+        record = outcome.record(number=trial.number, variable=p.variable, value=value, output=out)
+        for key, val in record.to_user_attrs().items():
             trial.set_user_attr(key, val)
-        return outcome.accuracy, outcome.relative_cost
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # bookkeeping, not the record's
+        return record.accuracy, record.relative_cost
 
     def on_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if trial.state == TrialState.COMPLETE:

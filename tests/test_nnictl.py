@@ -226,10 +226,13 @@ def test_trial_restores_the_clobbered_parameters(tmp_path: Path, monkeypatch: py
     got = cli_nnictl.trial(config)
     metric, params_at_report = calls["report"]
     assert params_at_report is outer
+    out = tmp_path / "runs" / "nnictl" / "STANDALONE-STANDALONE"
     assert metric == got == {"default": 0.8, "relative_cost": 0.07, "test_accuracy": 0.7, "memory_bits": 70.0,
-                             "params": 10.0, "arch": '{"op": "conv", "width": 8}', "target": 0.07}
+                             "params": 10.0, "arch": '{"op": "conv", "width": 8}',
+                             "reference_costs": '{"memory_bits": 1000.0}', "cost": "memory_bits", "seconds": 1.0,
+                             "output": str(out), "target": 0.07}
     assert calls["search"]["target"] == 0.07
-    assert calls["search"]["output"] == tmp_path / "runs" / "nnictl" / "STANDALONE-STANDALONE"
+    assert calls["search"]["output"] == out
 
 
 # ----- the real thing ---------------------------------------------------------------------------------

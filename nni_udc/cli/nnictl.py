@@ -2,11 +2,12 @@
 
 :func:`trial` is the body of an NNI experiment's trial command (``python -m nni_udc.cli nnictl-trial FILE``):
 it takes the tuner's ``{target: x}`` (or ``{weight: λ}``), runs the one-shot search of an experiment file with
-it, and reports ``{'default': accuracy, 'relative_cost': ..., 'test_accuracy': ..., <every cost>..., 'arch':
-JSON, target: x}``. Each trial writes ``model.pt``, ``architecture.json`` and ``report.json`` to
-``<output>/nnictl/<experiment id>-<trial id>/`` (``output`` of the file, relative to the trial's working
-directory, which is the experiment's ``trialCodeDirectory``). Registering the tuner is
-:func:`nni_udc.pareto.nnictl.register`.
+it, and reports its :class:`~nni_udc.pareto.record.TrialRecord` as the tuner reads it
+(:meth:`~nni_udc.pareto.record.TrialRecord.to_nni_metric`: ``{'default': accuracy, 'relative_cost': ...,
+'test_accuracy': ..., <every cost>..., 'arch': JSON, ..., target: x}``). Each trial writes ``model.pt``,
+``architecture.json`` and ``report.json`` to ``<output>/nnictl/<experiment id>-<trial id>/`` (``output`` of
+the file, relative to the trial's working directory, which is the experiment's ``trialCodeDirectory``); the
+metric's ``output`` names it. Registering the tuner is :func:`nni_udc.pareto.nnictl.register`.
 """
 from __future__ import annotations
 
@@ -52,9 +53,7 @@ def trial(config_path: str | Path) -> dict[str, Any]:
             outcome = run_search(config, output=output, progress=False, **{variable: float(value)})  # type: ignore[arg-type]
     finally:
         nni.trial._params = outer_params
-    result = {"default": float(outcome.accuracy), "relative_cost": float(outcome.relative_cost),
-              "test_accuracy": float(outcome.test_accuracy), **{k: float(v) for k, v in outcome.costs.items()},
-              "arch": json.dumps(outcome.sample, sort_keys=True), variable: float(value)}
+    result = outcome.record(variable=variable, value=float(value), output=output).to_nni_metric()
     nni.report_final_result(result)
     return result
 

@@ -20,10 +20,11 @@ The tuner owns its search space: one log-uniform float named ``variable`` in ``[
 experiment's ``searchSpace`` is ignored, so ``{}`` (or any placeholder, for tools that want one) will do.
 
 Each trial must report a dict (``nni.report_final_result``) with ``'default'`` (the validation accuracy,
-which NNI's WebUI plots) and ``'relative_cost'``; ``'arch'`` (the architecture as a JSON string),
-``'test_accuracy'`` and every other number (the costs) are stored as the Optuna trial's user attributes
-``architecture``, ``test_accuracy`` and ``costs``, as ``nni-udc pareto`` stores them. The trial command
-:func:`nni_udc.pareto.nnictl.trial` reports exactly that.
+which NNI's WebUI plots) and ``'relative_cost'``; the rest (``'arch'``, the architecture as a JSON string,
+``'test_accuracy'``, every other number as a cost, ...) is read as a
+:class:`~nni_udc.pareto.record.TrialRecord` (:meth:`~nni_udc.pareto.record.TrialRecord.from_nni_metric`) and
+stored as the Optuna trial's user attributes exactly as ``nni-udc pareto`` stores them. The trial command
+:func:`nni_udc.cli.nnictl.trial` reports a whole record (:meth:`~nni_udc.pareto.record.TrialRecord.to_nni_metric`).
 
 With ``storage`` (an Optuna storage URL: ``sqlite:///study.db``, ``postgresql+psycopg2://…``,
 ``journal:FILE``) the study outlives the experiment and other tools (``optuna-dashboard``, the front
@@ -41,7 +42,6 @@ Example:
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import warnings
@@ -51,16 +51,13 @@ import optuna
 from nni.tuner import Tuner
 from optuna.trial import TrialState
 
+from nni_udc.pareto.record import TrialRecord
 from nni_udc.pareto.study import initial_values, open_study, suggest
 from nni_udc.registry import VARIABLES
 
 __all__ = ["VARIABLES", "OptunaTuner"]
 
 _logger = logging.getLogger(__name__)
-
-#: keys of the reported dict that are not costs
-_NOT_COSTS = frozenset({"default", "relative_cost", "test_accuracy", "arch", *VARIABLES})
-
 
 def _number(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -143,7 +140,7 @@ class OptunaTuner(Tuner):
         return {self.variable: value}
 
     def receive_trial_result(self, parameter_id: int, parameters: Any, value: Any, **kwargs: Any) -> None:
-        """Tell the study the trial's ``(value['default'], value['relative_cost'])``; keep arch and costs as attrs.
+        """Tell the study the trial's ``(value['default'], value['relative_cost'])``; keep its record as attrs.
 
         A result without both numbers fails the Optuna trial (with a logged error) instead of stopping the tuner.
         """
@@ -153,20 +150,20 @@ class OptunaTuner(Tuner):
                             parameter_id, value)
             return
         try:
-            objectives, attrs = self._parse(value)
+            record = TrialRecord.from_nni_metric(value, variable=self.variable)
         except ValueError as error:
             _logger.error("OptunaTuner: trial of parameter id %s reported a result it cannot use (%s); "
                           "marking it failed", parameter_id, error)
             self.study.tell(trial, state=TrialState.FAIL)
             return
-        reported = value.get(self.variable)
-        if isinstance(reported, (int, float)) and not math.isclose(reported, trial.params[self.variable]):
+        if record.value is not None and not math.isclose(record.value, trial.params[self.variable]):
             _logger.warning("OptunaTuner: parameter id %s ran %s=%s, but the tuner gave %s", parameter_id,
-                            self.variable, reported, trial.params[self.variable])
-        if kwargs.get("trial_job_id"):
-            attrs["nni_trial_job_id"] = kwargs["trial_job_id"]
-        for key, val in attrs.items():
+                            self.variable, record.value, trial.params[self.variable])
+        for key, val in record.to_user_attrs().items():
             trial.set_user_attr(key, val)
+        if kwargs.get("trial_job_id"):
+            trial.set_user_attr("nni_trial_job_id", kwargs["trial_job_id"])
+        objectives = [record.accuracy, record.relative_cost]
         self.study.tell(trial, objectives)
         _logger.info("OptunaTuner: trial %d (%s=%.4g): accuracy %.4f, relative cost %.4g; %d on the front",
                      trial.number, self.variable, trial.params[self.variable], *objectives,
@@ -186,24 +183,23 @@ class OptunaTuner(Tuner):
         """
         distribution = optuna.distributions.FloatDistribution(self.low, self.high, log=True)
         for entry in data:
-            value = entry.get("value")
             parameter = entry.get("parameter") or {}
-            x = value.get(self.variable) if isinstance(value, dict) else None
-            x = x if isinstance(x, (int, float)) else parameter.get(self.variable)
             try:
-                objectives, attrs = self._parse(value)
+                record = TrialRecord.from_nni_metric(entry.get("value"), variable=self.variable)
             except ValueError as error:
                 _logger.warning("OptunaTuner: not importing %s: %s", entry, error)
                 continue
+            x = record.value if record.value is not None else parameter.get(self.variable)
             if not isinstance(x, (int, float)) or not self.low <= x <= self.high:
                 _logger.warning("OptunaTuner: not importing %s: %s is not in [%g, %g]", entry, self.variable,
                                 self.low, self.high)
                 continue
+            objectives = [record.accuracy, record.relative_cost]
             if self._holds(float(x), objectives):
                 continue
             self.study.add_trial(optuna.trial.create_trial(params={self.variable: float(x)},
                                                            distributions={self.variable: distribution},
-                                                           values=objectives, user_attrs=attrs))
+                                                           values=objectives, user_attrs=record.to_user_attrs()))
 
     # ----- helpers --------------------------------------------------------------------------------------
 
@@ -212,27 +208,3 @@ class OptunaTuner(Tuner):
             if math.isclose(t.params.get(self.variable, math.nan), x) and t.values == objectives:
                 return True
         return False
-
-    @staticmethod
-    def _parse(value: Any) -> tuple[list[float], dict[str, Any]]:
-        """``value`` → ``[accuracy, relative cost]`` and the user attributes (architecture, test accuracy, costs)."""
-        if not isinstance(value, dict):
-            raise ValueError(f"expected a dict with 'default' and 'relative_cost', got {value!r}")
-        objectives = []
-        for key in ("default", "relative_cost"):
-            number = value.get(key)
-            if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
-                raise ValueError(f"{key!r} must be a finite number, got {number!r}")
-            objectives.append(float(number))
-        arch = value.get("arch", {})
-        if isinstance(arch, str):
-            try:
-                arch = json.loads(arch)
-            except json.JSONDecodeError:
-                pass  # kept as the string it is
-        attrs: dict[str, Any] = {"architecture": arch}
-        if isinstance(value.get("test_accuracy"), (int, float)):
-            attrs["test_accuracy"] = float(value["test_accuracy"])
-        attrs["costs"] = {k: float(v) for k, v in value.items()
-                          if k not in _NOT_COSTS and isinstance(v, (int, float)) and not isinstance(v, bool)}
-        return objectives, attrs
