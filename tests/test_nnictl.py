@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ from optuna.trial import TrialState
 
 from nni_udc.cli import main as cli_main
 from nni_udc.cli import nnictl as cli_nnictl
-from nni_udc.pareto import initial_values, nnictl
+from nni_udc.pareto import TrialRecord, initial_values, nnictl
+from nni_udc.pareto.record import USER_ATTRS
 from nni_udc.pareto.tuner import OptunaTuner
 
 ARCH = {"width": 8, "op": "conv", "b_block": 4}
@@ -47,6 +49,18 @@ def test_generate_receive_tells_the_study() -> None:
     assert trial.user_attrs["test_accuracy"] == pytest.approx(0.84)
     assert trial.user_attrs["nni_parameter_id"] == 7 and trial.user_attrs["nni_trial_job_id"] == "abcde"
     assert tuner.study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+
+
+def test_the_tuner_stores_the_trials_record_as_the_pareto_loop_does() -> None:
+    tuner = OptunaTuner(low=0.03, high=0.3, initial=1)
+    params = tuner.generate_parameters(0)
+    record = TrialRecord(variable="target", value=params["target"], accuracy=0.85, relative_cost=0.06,
+                         test_accuracy=0.8, costs={"memory_bits": 60.0}, reference_costs={"memory_bits": 1000.0},
+                         cost="memory_bits", architecture=ARCH, output="runs/nnictl/exp-trial", seconds=3.0)
+    tuner.receive_trial_result(0, params, record.to_nni_metric())
+    (trial,) = tuner.study.get_trials(states=(TrialState.COMPLETE,))
+    assert TrialRecord.from_trial(trial) == replace(record, number=trial.number)
+    assert set(trial.user_attrs) == {*USER_ATTRS, "nni_parameter_id"}
 
 
 def test_initial_values_come_first_then_the_sampler() -> None:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -19,7 +20,8 @@ from sqlalchemy.exc import OperationalError
 from nni_udc.cli import main
 from nni_udc.config import load_config
 from nni_udc.experiment import quiet, run_pareto, storage_url
-from nni_udc.pareto import Point, hypervolume, initial_values, non_dominated
+from nni_udc.pareto import Point, TrialRecord, hypervolume, initial_values, non_dominated
+from nni_udc.pareto.record import USER_ATTRS
 
 NNI_UDC = str(Path(sys.executable).parent / "nni-udc")
 
@@ -69,6 +71,81 @@ def test_initial_values_are_log_spaced():
     assert max(ratios) == pytest.approx(min(ratios), rel=1e-3)
 
 
+# ----- one record of a trial ----------------------------------------------------------------------------------
+
+RECORD = TrialRecord(number=0, variable="target", value=0.1, accuracy=0.9, relative_cost=0.08, test_accuracy=0.875,
+                     costs={"memory_bits": 800.0, "params": 96.0}, reference_costs={"memory_bits": 1e4, "params": 96.0},
+                     cost="memory_bits", architecture={"bits": 4, "op": "conv"}, output="runs/trials/0000",
+                     seconds=12.5)
+#: user attributes as run_pareto wrote them before TrialRecord (c1fa189^), worker included
+OLD_PARETO_ATTRS = {"architecture": {"bits": 4, "op": "conv"}, "test_accuracy": 0.875,
+                    "costs": {"memory_bits": 800.0, "params": 96.0}, "reference_costs": {"memory_bits": 1e4, "params": 96.0},
+                    "cost": "memory_bits", "seconds": 12.5, "output": "runs/trials/0000", "worker": "host:123"}
+
+
+def _told(study: optuna.Study, record: TrialRecord, attrs: dict[str, object]) -> optuna.trial.FrozenTrial:
+    """A real trial of a stored study: asked, given ``attrs``, told the record's objectives."""
+    trial = study.ask({record.variable: optuna.distributions.FloatDistribution(0.03, 0.3, log=True)})
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+    study.tell(trial, [record.accuracy, record.relative_cost])
+    return study.trials[-1]
+
+
+def test_a_record_round_trips_through_an_optuna_trial(tmp_path):
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", directions=["maximize", "minimize"])
+    study.enqueue_trial({"target": 0.1})
+    _told(study, RECORD, RECORD.to_user_attrs())
+    reloaded = optuna.load_study(study_name=study.study_name, storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert TrialRecord.from_trial(reloaded.trials[0]) == RECORD
+    assert set(RECORD.to_user_attrs()) == set(USER_ATTRS) == set(OLD_PARETO_ATTRS) - {"worker"}  # files still read
+
+
+def test_user_attrs_written_before_the_record_still_read():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.enqueue_trial({"target": 0.1})
+    assert TrialRecord.from_trial(_told(study, RECORD, OLD_PARETO_ATTRS)) == RECORD
+    # the nnictl tuner stored only these three, and test_accuracy only when reported
+    study.enqueue_trial({"target": 0.1})
+    tuner_trial = _told(study, RECORD, {"architecture": {"bits": 4}, "costs": {"memory_bits": 800.0},
+                                        "nni_parameter_id": 7})
+    assert TrialRecord.from_trial(tuner_trial) == TrialRecord(
+        number=1, variable="target", value=0.1, accuracy=0.9, relative_cost=0.08, costs={"memory_bits": 800.0},
+        architecture={"bits": 4})
+    assert TrialRecord.from_trial(tuner_trial).point() == Point(1, 0.9, 0.08, value=0.1, costs={"memory_bits": 800.0},
+                                                                 architecture={"bits": 4})
+
+
+def test_a_record_round_trips_through_an_nni_metric():
+    metric = RECORD.to_nni_metric()
+    assert json.loads(json.dumps(metric)) == metric  # what NNI's manager stores
+    assert TrialRecord.from_nni_metric(metric, variable="target", number=0) == RECORD
+    # the metric the nnictl trial reported before the record: no output, seconds, cost or reference costs
+    old = {"default": 0.9, "relative_cost": 0.08, "test_accuracy": 0.875, "memory_bits": 800.0, "params": 96.0,
+           "arch": '{"bits": 4, "op": "conv"}', "target": 0.1}
+    assert TrialRecord.from_nni_metric(old, variable="target", number=0) == replace(
+        RECORD, reference_costs={}, cost="", output="", seconds=None)
+
+
+@pytest.mark.parametrize("metric, message", [
+    ({"relative_cost": 0.1}, "'default' must be a finite number, but got None"),
+    ({"default": 0.9, "relative_cost": float("nan")}, "'relative_cost' must be a finite number, but got nan"),
+    ({"default": 0.9, "relative_cost": 0.1, "arch": "not json"}, "'arch' must be a JSON object, but got 'not json'"),
+    ({"default": 0.9, "relative_cost": 0.1, "arch": "[1]"}, "'arch' must be a mapping"),
+    ({"default": 0.9, "relative_cost": 0.1, "test_accuracy": "high"}, "'test_accuracy' (when given) must be a finite"),
+    ([0.9, 0.1], "must be a dict with 'default' and 'relative_cost', but got [0.9, 0.1]"),
+])
+def test_a_metric_the_record_cannot_hold_is_refused_with_its_key(metric, message):
+    with pytest.raises(ValueError) as error:
+        TrialRecord.from_nni_metric(metric, variable="target")
+    assert message in str(error.value)
+
+
+def test_a_cost_named_like_a_metric_key_is_refused():
+    with pytest.raises(ValueError, match=r"must not be one of the metric's own keys .* but got \['seconds'\]"):
+        replace(RECORD, costs={"seconds": 1.0}).to_nni_metric()
+
+
 # ----- a real outer loop in this process ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -93,6 +170,9 @@ def test_the_study_holds_every_search_with_its_attributes(finished_run):
         assert t.values[1] == pytest.approx(report["costs"]["memory_bits"] / report["reference_costs"]["memory_bits"])
         assert t.user_attrs["architecture"] == report["sample"]
         assert set(t.user_attrs["costs"]) == {"params", "macs", "bitops", "memory_bits"}
+        record = TrialRecord.from_trial(t)  # the whole record was stored: its relative cost is its costs'
+        assert record.cost == "memory_bits" and record.seconds > 0 and record.output == t.user_attrs["output"]
+        assert record.relative_cost == pytest.approx(record.costs["memory_bits"] / record.reference_costs["memory_bits"])
 
 
 @pytest.mark.slow  # a real NNI experiment
