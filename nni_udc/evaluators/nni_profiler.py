@@ -71,7 +71,7 @@ def _conv_formula(module: nn.Module, input: ShapeTensor) -> MutableShape:
     The dimension is that of the built module (torch keeps one ``kernel_size`` entry per dimension); the arguments
     are read with :func:`~nni_udc.evaluators.layers.module_arg`, so they may be choices.
     """
-    shape = list(input.real_shape)  # type: ignore[arg-type]
+    shape = list(input.real_shape)
     dims = len(module.kernel_size)  # type: ignore[arg-type]
 
     def per_dim(name: str) -> tuple[Any, ...]:
@@ -108,10 +108,10 @@ def register_nni_formulas() -> None:
         register_shape_inference_formula(cls, _conv_formula if cls in _CONV_TYPES else linear_formula)
         register_flops_formula(cls, _flops_formula)
     # NNI 3.0 infers no shapes through 1-D convs and batch norms (its FLOPs formulas know them): add the shapes.
-    for cls in (nn.Conv1d, MutableConv1d):
-        register_shape_inference_formula(cls, _conv_formula)
-    for cls in (nn.BatchNorm1d, MutableBatchNorm1d):
-        register_shape_inference_formula(cls, keep_shape_formula)
+    for conv in (nn.Conv1d, MutableConv1d):
+        register_shape_inference_formula(conv, _conv_formula)
+    for norm in (nn.BatchNorm1d, MutableBatchNorm1d):
+        register_shape_inference_formula(norm, keep_shape_formula)
     _registered = True
 
 
@@ -165,7 +165,14 @@ class CostProfiler(ExpressionProfiler):
         if refused:
             raise uncosted_error(refused)
         args, kwargs = standardize_arguments(example_input, lambda t: ShapeTensor(t, True))
-        shapes = submodule_input_output_shapes(model_space, *args, **kwargs)
+        # In eval mode: shapes do not depend on it, and a batch norm in training mode refuses a batch of one sample
+        # at 1×1 ("Expected more than 1 value per channel"), which a squeeze-excite block always is.
+        was_training = model_space.training
+        model_space.eval()
+        try:
+            shapes = submodule_input_output_shapes(model_space, *args, **kwargs)
+        finally:
+            model_space.train(was_training)
         self.expression = _symbolic_cost("", model_space, shapes, resolve_cost(cost))
 
     def profile(self, sample: Sample) -> float:

@@ -261,7 +261,19 @@ class MixedCompressedOp(BaseSuperNetModule):
         if "softmax" not in mutate_kwargs:
             raise TypeError(f"{cls.__name__} needs a differentiable strategy (DARTS, GumbelDARTS, UDC); "
                             f"module {name!r} cannot be mutated with {sorted(mutate_kwargs)}")
-        return cls(module.trace_kwargs, memo, mutate_kwargs["softmax"])  # type: ignore[arg-type]
+        mixed = cls(module.trace_kwargs, memo, mutate_kwargs["softmax"])  # type: ignore[arg-type]
+        mixed.inherit_weights(module)
+        return mixed
+
+    @torch.no_grad()
+    def inherit_weights(self, module: nn.Module) -> None:
+        """Start the shared op from ``module``'s weights wherever their shapes agree (all of them unless a width
+        is searched), so a space converted from a trained model (:func:`nni_udc.make_compressible`) starts its
+        supernet from that model rather than from a fresh initialisation."""
+        own = dict(self.op.named_parameters())
+        for key, value in module.named_parameters():
+            if key in own and own[key].shape == value.shape:
+                own[key].copy_(value)
 
     # ----- shared forward pieces ---------------------------------------------------------------------
     def _quantize(self, w: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,178 @@
+"""make_compressible: any model becomes a model space of compressible layers that keeps the model's weights."""
+from __future__ import annotations
+
+import logging
+import warnings
+
+import pytest
+import torch
+import torchvision
+from nni.nas.experiment import NasExperiment, NasExperimentConfig
+from nni.nas.nn.pytorch import LayerChoice
+from torch import nn
+from torch.utils.data import TensorDataset
+
+import nni_udc
+from nni_udc.compressible import CompressionPolicy, make_compressible
+from nni_udc.evaluators import CostProfiler, exact_costs, model_specs
+from nni_udc.nn import MutableQuantConv1d, MutableQuantConv2d, MutableQuantLinear
+from nni_udc.strategies import UDC
+
+warnings.filterwarnings("ignore")
+logging.getLogger("nni").setLevel(logging.ERROR)
+
+
+class Net(nn.Module):
+    """A user's model: conv-bn-relu, a depthwise conv, a 1×1 conv, a classifier."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.dw = nn.Conv2d(8, 8, 3, padding=1, groups=8)
+        self.pw = nn.Conv2d(8, 16, 1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(self.stem(x)))
+        x = torch.relu(self.pw(self.dw(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+X = torch.randn(2, 3, 8, 8)
+
+
+def _net() -> Net:
+    torch.manual_seed(0)
+    return Net().eval()
+
+
+def test_every_conv_and_linear_is_converted_with_one_label_per_layer_and_the_ends_fixed():
+    space = make_compressible(_net(), weight_bits=[4, 8], sparsity=[0.0, 0.5])
+    assert space.converted == ["stem", "dw", "pw", "fc"]
+    assert [type(space.model.get_submodule(p)) for p in space.converted] == \
+        [MutableQuantConv2d, MutableQuantConv2d, MutableQuantConv2d, MutableQuantLinear]
+    assert sorted(space.simplify()) == ["bits_dw", "bits_pw", "sparsity_dw", "sparsity_pw"]
+    assert space.model.stem.weight_bits == 8 and space.model.fc.weight_bits == 8
+    assert nni_udc.make_compressible is make_compressible
+
+
+def test_shared_labels_skips_and_no_fixed_ends():
+    policy = CompressionPolicy(ends_bits=None, skip=("p*", nn.Linear), shared=True)
+    space = make_compressible(_net(), weight_bits=[2, 4], act_bits=[4, 8], policy=policy)
+    assert space.converted == ["stem", "dw"]
+    assert type(space.model.pw) is nn.Conv2d and type(space.model.fc) is nn.Linear
+    assert sorted(space.simplify()) == ["act_bits", "bits"]
+
+
+def test_frozen_model_keeps_the_weights_and_computes_the_original_at_float_bits():
+    net = _net()
+    space = make_compressible(net, weight_bits=[4, 32], policy=CompressionPolicy(ends_bits=32))
+    frozen = space.freeze({"bits_dw": 32, "bits_pw": 32}).eval()
+    torch.testing.assert_close(frozen(X), net(X))
+    low = space.freeze({"bits_dw": 4, "bits_pw": 4})
+    assert torch.equal(low.model.dw.weight, net.dw.weight) and low.model.dw.weight_bits == 4
+    assert torch.equal(low.model.bn.running_var, net.bn.running_var)
+    # the user's model is not changed
+    assert type(net.dw) is nn.Conv2d
+
+
+def test_low_rank_candidates_are_the_svd_of_the_weights():
+    net = _net()
+    space = make_compressible(net, weight_bits=[32], rank=[4, 8], policy=CompressionPolicy(ends_bits=32))
+    assert isinstance(space.model.pw, LayerChoice) and not isinstance(space.model.dw, LayerChoice)  # depthwise: none
+    assert sorted(space.simplify()) == ["op_pw", "rank_pw"]
+    full = space.freeze({"op_pw": "lowrank", "rank_pw": 8}).eval()  # rank 8 = full rank of an 8 → 16 1×1 conv
+    assert type(full.model.pw).__name__ == "LowRankConv2d"
+    torch.testing.assert_close(full(X), net(X), atol=1e-4, rtol=1e-4)
+
+
+def test_costs_equal_hand_computed_ones():
+    space = make_compressible(_net(), weight_bits=[4, 8], sparsity=[0.0, 0.5])
+    sample = {"bits_dw": 4, "bits_pw": 8, "sparsity_dw": 0.5, "sparsity_pw": 0.0}
+    frozen = space.freeze(sample)
+    specs = {s.name: s for s in model_specs(frozen, X)}
+    # stem: 3·8·9 = 216 weights at 8 bits, no bias; dw: 8·9 = 72 weights at 4 bits, half pruned, 8 bias;
+    # pw: 8·16 = 128 weights at 8 bits, 16 bias; fc: 160 weights at 8 bits, 10 bias. Biases are 32-bit.
+    assert specs["model.dw"].groups == 8 and specs["model.dw"].positions == 64
+    memory = 216 * 8 + 36 * 4 + 8 * 32 + 128 * 8 + 16 * 32 + 160 * 8 + 10 * 32
+    macs = 216 * 64 + 72 * 64 + 128 * 64 + 160
+    costs = exact_costs(frozen, X)
+    assert costs["macs"] == macs
+    assert costs["memory_bits"] == pytest.approx(memory, rel=0.02)  # sparse storage may add index bits
+    assert CostProfiler(space, X, "memory_bits").profile(sample) == pytest.approx(costs["memory_bits"])
+    assert CostProfiler(space, X, "macs").profile(sample) == macs
+
+
+def test_conv1d_and_linear_models_convert():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv1d(1, 4, 5), nn.ReLU(), nn.Conv1d(4, 4, 3), nn.Flatten(), nn.Linear(4 * 34, 10))
+    space = make_compressible(net, weight_bits=[4, 8])
+    assert type(space.model[2]) is MutableQuantConv1d and sorted(space.simplify()) == ["bits_2"]
+    x = torch.randn(2, 1, 40)
+    assert space.freeze({"bits_2": 8})(x).shape == (2, 10)
+
+
+def test_unsupported_layers_are_named():
+    class MyConv(nn.Conv2d):
+        pass
+
+    with pytest.raises(TypeError, match=r"'1' is a MyConv, a subclass of Conv2d"):
+        make_compressible(nn.Sequential(nn.Conv2d(1, 2, 3), MyConv(2, 2, 3)))
+    make_compressible(nn.Sequential(nn.Conv2d(1, 2, 3), MyConv(2, 2, 3)), policy=CompressionPolicy(skip=(MyConv,)))
+    with pytest.raises(TypeError, match=r"'0' \(LSTM\)"):
+        make_compressible(nn.Sequential(nn.LSTM(4, 4), nn.Linear(4, 2)))
+    with pytest.raises(ValueError, match=r"allowed only per output channel"):
+        make_compressible(_net(), weight_bits=[0, 4])
+    with pytest.raises(ValueError, match=r"weight_bits candidate must be one of"):
+        make_compressible(_net(), weight_bits=[4, 9])
+    with pytest.raises(ValueError, match=r"skip must be a tuple"):
+        CompressionPolicy(skip="fc")
+
+
+def test_per_channel_bits_remove_channels():
+    space = make_compressible(_net(), weight_bits=[0, 8], per_channel=8)
+    assert sorted(space.simplify()) == ["bits_dw_g0", "bits_pw_g0", "bits_pw_g1"]
+    frozen = space.freeze({"bits_dw_g0": 8, "bits_pw_g0": 0, "bits_pw_g1": 8})
+    assert frozen.model.pw.weight_bits == [0] * 8 + [8] * 8
+
+
+# ----- torchvision ---------------------------------------------------------------------------------------
+
+def _mobilenet() -> nn.Module:
+    torch.manual_seed(0)
+    return torchvision.models.mobilenet_v3_small(weights=None, num_classes=10)
+
+
+def test_mobilenet_v3_small_converts_and_costs_agree():
+    net = _mobilenet()
+    layers = sum(type(m) in (nn.Conv2d, nn.Linear) for m in net.modules())
+    space = make_compressible(net, weight_bits=[4, 8])
+    assert len(space.converted) == layers == 54
+    assert len(space.simplify()) == layers - 2
+    x = torch.randn(1, 3, 32, 32)  # one sample: costs are profiled in eval mode, BatchNorm is happy
+    for value in (4, 8):
+        sample = {label: value for label in space.simplify()}
+        exact = exact_costs(space.freeze(sample), x)
+        for cost in ("memory_bits", "macs"):
+            assert CostProfiler(space, x, cost).profile(sample) == pytest.approx(exact[cost])
+
+
+@pytest.mark.slow
+def test_udc_search_on_mobilenet_exports_a_model_within_target(tmp_path):
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,)))
+    from nni.nas.evaluator.pytorch import Classification, DataLoader
+
+    evaluator = Classification(train_dataloaders=DataLoader(data, batch_size=16),
+                               val_dataloaders=DataLoader(data, batch_size=16), max_epochs=1, num_classes=10,
+                               export_onnx=False, accelerator="cpu", enable_progress_bar=False, logger=False,
+                               enable_checkpointing=False, enable_model_summary=False)
+    space = make_compressible(_mobilenet(), weight_bits=[2, 4, 8])
+    strategy = UDC(seed=0, target=0.5, report_costs=["memory_bits"])
+    config = NasExperimentConfig("sequential", "raw")
+    config.experiment_working_directory = str(tmp_path)
+    NasExperiment(space, evaluator, strategy, config).run(debug=False)
+    result = strategy.result
+    assert result.costs["memory_bits"] <= 0.5 * result.reference_costs["memory_bits"]
+    assert result.model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
