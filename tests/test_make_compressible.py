@@ -172,7 +172,52 @@ def test_udc_search_on_mobilenet_exports_a_model_within_target(tmp_path):
     strategy = UDC(seed=0, target=0.5, report_costs=["memory_bits"])
     config = NasExperimentConfig("sequential", "raw")
     config.experiment_working_directory = str(tmp_path)
-    NasExperiment(space, evaluator, strategy, config).run(debug=False)
+    experiment = NasExperiment(space, evaluator, strategy, config)
+    experiment.run(debug=False)
+    model = experiment.export_top_models(formatter="instance")[0]
     result = strategy.result
     assert result.costs["memory_bits"] <= 0.5 * result.reference_costs["memory_bits"]
-    assert result.model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert exact_costs(model, torch.zeros(1, 3, 32, 32), ["memory_bits"]) == {"memory_bits": result.costs["memory_bits"]}
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+# ----- the forward code such models use: the profiler sees through it, or names what it cannot ---------------
+
+class _Block(nn.Module):
+    def __init__(self, op: object) -> None:
+        super().__init__()
+        self.c, self.op, self.c2, self.fc = nn.Conv2d(3, 4, 3, padding=1), op, nn.Conv2d(4, 4, 3, padding=1), nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.op(self.c(x))  # type: ignore[operator]
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(self.c2(x), 1), 1))
+
+
+def _residual(x: torch.Tensor) -> torch.Tensor:
+    y = x.clone()
+    y += x
+    return y
+
+
+F_ = nn.functional
+OPS = {
+    "F.relu6": F_.relu6, "F.hardswish": F_.hardswish, "F.hardsigmoid": F_.hardsigmoid, "F.silu": F_.silu,
+    "nn.ReLU6": nn.ReLU6(), "nn.Hardswish": nn.Hardswish(), "nn.Hardsigmoid": nn.Hardsigmoid(), "nn.SiLU": nn.SiLU(),
+    "x += y": _residual, "x + y": lambda x: x + x,
+    "squeeze-excite": lambda x: x * F_.hardsigmoid(F_.adaptive_avg_pool2d(x, 1)),
+    "unsqueeze": lambda x: x.mean(3).unsqueeze(3).expand_as(x), "None index": lambda x: x.mean((2, 3))[:, :, None, None] * x,
+    "view": lambda x: x.view(x.size(0), 4, 8, 8), "cat": lambda x: torch.cat([x, x], 1)[:, :4],
+}
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_profiler_understands_common_forward_code(op):
+    space = make_compressible(_Block(OPS[op]), weight_bits=[4, 8])
+    # 3·4·9 and 4·4·9 weights at 64 positions, a 4 → 2 classifier
+    assert CostProfiler(space, torch.randn(1, 3, 8, 8), "macs").profile({"bits_c2": 4}) == 108 * 64 + 144 * 64 + 8
+
+
+def test_profiler_names_the_operation_it_cannot_trace():
+    space = make_compressible(_Block(lambda x: torch.roll(x, 1, 2)), weight_bits=[4, 8])
+    with pytest.raises(TypeError, match=r"cannot infer shapes through aten\.roll"):
+        CostProfiler(space, torch.randn(1, 3, 8, 8), "macs")

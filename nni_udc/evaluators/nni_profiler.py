@@ -12,6 +12,7 @@ Two things:
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -28,6 +29,9 @@ from nni.nas.profiler.pytorch.utils import (
 )
 from nni.nas.profiler.pytorch.utils.shape import MutableShape
 from nni.nas.profiler.pytorch.utils.shape_formula import (
+    aten_shape_broadcast,
+    find_shape_inference_formula,
+    keep_first_shape_formula,
     keep_shape_formula,
     linear_formula,
     register_shape_inference_formula,
@@ -63,6 +67,7 @@ _CONV_TYPES = (QuantConv1d, MutableQuantConv1d, SparseConv1d, MutableSparseConv1
                QuantConv2d, MutableQuantConv2d, SparseConv2d, MutableSparseConv2d, LowRankConv2d, MutableLowRankConv2d)
 _LINEAR_TYPES = (QuantLinear, MutableQuantLinear, SparseLinear, MutableSparseLinear, LowRankLinear, MutableLowRankLinear)
 _registered = False
+_SHAPE_LOGGER = "nni.nas.profiler.pytorch.utils.shape"
 
 
 def _conv_formula(module: nn.Module, input: ShapeTensor) -> MutableShape:
@@ -90,6 +95,89 @@ def _conv_formula(module: nn.Module, input: ShapeTensor) -> MutableShape:
     return MutableShape(*shape)
 
 
+def _unsqueeze_formula(fn: Any, input: ShapeTensor, dim: int, **kwargs: Any) -> MutableShape:
+    shape = list(input.real_shape)
+    shape.insert(dim if dim >= 0 else dim + len(shape) + 1, 1)
+    return MutableShape(*shape)
+
+
+def _expand_formula(fn: Any, input: ShapeTensor, size: list[int], **kwargs: Any) -> MutableShape:
+    shape = list(input.real_shape)
+    lead = len(size) - len(shape)
+    return MutableShape(*[shape[i - lead] if s == -1 else s for i, s in enumerate(size)])
+
+
+def _squeeze_formula(fn: Any, input: ShapeTensor, dim: int | list[int] | None = None, **kwargs: Any) -> MutableShape:
+    shape = list(input.real_shape)
+    dims = range(len(shape)) if dim is None else [dim] if isinstance(dim, int) else dim
+    drop = {d % len(shape) for d in dims if shape[d] == 1}
+    return MutableShape(*[s for i, s in enumerate(shape) if i not in drop])
+
+
+def _adaptive_pool_formula(fn: Any, input: ShapeTensor, output_size: list[int], **kwargs: Any) -> Any:
+    shape = list(input.real_shape)
+    shape[len(shape) - len(output_size):] = output_size
+    return MutableShape(*shape)
+
+
+def _adaptive_max_pool_formula(fn: Any, input: ShapeTensor, output_size: list[int], **kwargs: Any) -> Any:
+    shape = _adaptive_pool_formula(fn, input, output_size)
+    return shape, shape  # values and indices
+
+
+def _pool2d_formula(fn: Any, input: ShapeTensor, kernel_size: list[int], stride: list[int] | None = None,
+                    padding: Any = 0, *args: Any, **kwargs: Any) -> MutableShape:
+    """``avg_pool2d``/``max_pool2d`` as functions (NNI knows their module forms only); ``ceil_mode`` is not read."""
+    shape = list(input.real_shape)
+    kernel = list(kernel_size) * (2 // len(kernel_size))
+    steps = list(stride or kernel) * (2 // len(stride or kernel))
+    pads = [padding] * 2 if isinstance(padding, int) else list(padding) * (2 // len(padding))
+    for i in range(2):
+        shape[i - 2] = (shape[i - 2] + 2 * pads[i] - kernel[i]) // steps[i] + 1
+    return MutableShape(*shape)
+
+
+#: aten operators the forward code of common models calls, beyond those NNI 3.0 knows: F.relu6 and nn.ReLU6 are
+#: hardtanh, residual ``x += y`` is add_, ``x[:, :, None]``/``unsqueeze`` is unsqueeze (see issue 11, item 4).
+_ATEN_FORMULAS: dict[str, Any] = {
+    **{op: keep_first_shape_formula for op in (
+        "silu", "silu_", "sigmoid", "sigmoid_", "relu6", "gelu_", "clone", "hardtanh", "hardtanh_", "elu", "elu_",
+        "leaky_relu", "leaky_relu_", "tanh", "contiguous", "dropout", "add_", "mul_", "sub_", "div_")},
+    **{op: aten_shape_broadcast for op in ("sub", "div")},
+    "unsqueeze": _unsqueeze_formula,
+    "squeeze": _squeeze_formula,
+    "expand": _expand_formula,
+    "_adaptive_avg_pool2d": _adaptive_pool_formula,
+    "adaptive_max_pool2d": _adaptive_max_pool_formula,
+    "avg_pool2d": _pool2d_formula,
+}
+
+
+def _register_aten_formulas() -> None:
+    for name, formula in _ATEN_FORMULAS.items():
+        packet = getattr(torch.ops.aten, name)
+        for overload in packet.overloads():  # every overload: add_.Tensor and add_.Scalar, squeeze.dim and .dims ...
+            op = getattr(packet, overload)
+            if find_shape_inference_formula(op) is None:  # NNI's own formula stays (hardtanh_.default)
+                register_shape_inference_formula(op, formula)
+
+
+class _UnpropagatedOps(logging.Handler):
+    """Collects the operators NNI's shape inference warns it could not see through (its log is the only trace)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.ops: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        for before, after in (("when executing ", ","), ("Shape inference of ", " failed")):
+            if before in message:
+                op = message.split(before, 1)[1].split(after, 1)[0]
+                if op not in self.ops:
+                    self.ops.append(op)
+
+
 def _flops_formula(module: nn.Module, inputs: Any, output: Any, name: str = "", count_bias: bool = True) -> FlopsResult:
     specs = specs_of(name, module, output) or []
     flops = sum(macs(s) for s in specs)
@@ -112,6 +200,7 @@ def register_nni_formulas() -> None:
         register_shape_inference_formula(conv, _conv_formula)
     for norm in (nn.BatchNorm1d, MutableBatchNorm1d):
         register_shape_inference_formula(norm, keep_shape_formula)
+    _register_aten_formulas()
     _registered = True
 
 
@@ -169,9 +258,28 @@ class CostProfiler(ExpressionProfiler):
         # at 1×1 ("Expected more than 1 value per channel"), which a squeeze-excite block always is.
         was_training = model_space.training
         model_space.eval()
+        # NNI's warnings about operators it could not see through are the only trace of them: collect them (whatever
+        # the log level) to name the operator if inference fails; when it succeeds, the shapes needed were all found.
+        unseen, logger = _UnpropagatedOps(), logging.getLogger(_SHAPE_LOGGER)
+        level, propagate = logger.level, logger.propagate
+        logger.addHandler(unseen)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
         try:
             shapes = submodule_input_output_shapes(model_space, *args, **kwargs)
+        except Exception as error:
+            if not unseen.ops:
+                raise
+            raise TypeError(
+                f"cannot infer shapes through {', '.join(unseen.ops)} (first seen first) in the forward pass of "
+                f"{type(model_space).__name__}: NNI's shape inference has no formula for it ({type(error).__name__}: "
+                f"{error}). Rewrite it with an operation it knows (relu/relu6/hardswish/hardsigmoid/silu/gelu, +, *, "
+                "cat, mean, view/reshape/flatten, unsqueeze, adaptive pooling, nn pooling modules), or register a "
+                "formula with nni.nas.profiler.pytorch.utils.shape_formula.register_shape_inference_formula") from error
         finally:
+            logger.removeHandler(unseen)
+            logger.setLevel(level)
+            logger.propagate = propagate
             model_space.train(was_training)
         self.expression = _symbolic_cost("", model_space, shapes, resolve_cost(cost))
 
