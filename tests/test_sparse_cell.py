@@ -108,7 +108,7 @@ class _DenseOnly(ModelSpace, label_prefix=None):
 
 def test_dass_checks_for_a_sparse_layer_choice_candidate(space):
     DASS().check_space(space)  # no error
-    with pytest.raises(ValueError, match="no LayerChoice with a MutableSparseConv2d"):
+    with pytest.raises(ValueError, match="no LayerChoice with a MutableSparseConv1d/MutableSparseConv2d/MutableSparseLinear candidate"):
         DASS().check_space(_DenseOnly())
 
 

@@ -137,8 +137,8 @@ class _QuantConv(_Compressed):
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
                  weight_bits: int | Sequence[int] = 8, act_bits: int = 32, sparsity: float = 0.0,
                  act_signed: bool = True, in_channel_bits: Sequence[int] | None = None) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,  # type: ignore[call-arg]
-                         padding_mode)  # type: ignore[arg-type]
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         padding_mode)
         self._setup_compression(in_channels, out_channels, weight_bits, act_bits, sparsity, act_signed, in_channel_bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -93,7 +93,7 @@ def _roles(space: ModelSpace) -> dict[str, set[str]]:
         if not isinstance(module, COMPRESSIBLE):
             continue
         for arg in ARGUMENTS:
-            value = module.trace_kwargs.get(arg)  # type: ignore[union-attr,operator]  # NNI-traced module
+            value = getattr(module, "trace_kwargs", {}).get(arg)  # the arguments NNI traced for the module
             role = "channel_bits" if arg == "weight_bits" and isinstance(value, MutableList) else arg
             for label in _labels(value):
                 roles.setdefault(label, set()).add(role)
