@@ -161,3 +161,23 @@ def test_npu_size_command_reports_the_encoder_bytes(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["npu-size", str(tmp_path / "junk.pt")])
     assert exit_info.value.code == 2
+
+
+def test_npu_size_costs_1d_convs_and_refuses_layers_it_cannot_cost(tmp_path, capsys):
+    from nni_udc.cli import main
+    from nni_udc.nn import QuantConv1d
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(4, 8, 5)
+    sizes = npu_encoded_size(torch.nn.Sequential(conv, QuantConv1d(8, 8, 3, weight_bits=4)))
+    assert set(sizes) == {"0", "1"}
+    # a 1-D kernel is encoded as a K×1 one: the same bytes as the equal Conv2d (its kernel is (5, 1))
+    as_2d = torch.nn.Conv2d(4, 8, (5, 1))
+    with torch.no_grad():
+        as_2d.weight.copy_(conv.weight[..., None])
+    assert sizes["0"] == npu_encoded_size(torch.nn.Sequential(as_2d))["0"]
+    torch.save(torch.nn.Sequential(torch.nn.LSTM(4, 4), torch.nn.Linear(4, 2)), tmp_path / "lstm.pt")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["npu-size", str(tmp_path / "lstm.pt")])
+    assert exit_info.value.code == 2
+    assert "'0' (LSTM)" in capsys.readouterr().err

@@ -165,7 +165,7 @@ def _parser() -> argparse.ArgumentParser:
                                           "Ethos-U weight encoder and print the bytes per layer and in total.")
     npu.add_argument("model", help="file written by torch.save(model)")
     npu.add_argument("--target", choices=ACCELERATORS.names(), default="ethos-u55")
-    npu.set_defaults(func=npu_size_command, errors=(ValueError,))
+    npu.set_defaults(func=npu_size_command, errors=(ValueError, TypeError))  # TypeError: a layer it cannot cost
     return parser
 
 

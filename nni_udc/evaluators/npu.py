@@ -63,10 +63,12 @@ def synthetic_weights(out_channels: int, fan_in_shape: tuple[int, int, int], bit
 
 
 def _integer_weights(weight: torch.Tensor, bits: Sequence[int]) -> np.ndarray:
-    """A layer's effective weight as int8 levels per output channel, removed channels dropped, OHWI."""
+    """A layer's effective weight as int8 levels per output channel, removed channels dropped, OHWI.
+
+    A linear weight (O, I) is a 1×1 conv and a 1-D conv's (O, I, K) a K×1 one, as the cost formulas record them."""
     w = weight.detach().float()
-    if w.dim() == 2:
-        w = w[:, :, None, None]
+    while w.dim() < 4:
+        w = w.unsqueeze(-1)
     rows = []
     for c, b in enumerate(bits):
         if b == 0:
@@ -78,19 +80,30 @@ def _integer_weights(weight: torch.Tensor, bits: Sequence[int]) -> np.ndarray:
 
 
 def _effective_weights(module: nn.Module) -> list[tuple[str, torch.Tensor, list[int]]]:
-    """(suffix, weight as stored, per-channel bits) of each weight tensor of a compressible module."""
-    from nni_udc.nn import LowRankConv2d, LowRankLinear, QuantConv2d, QuantLinear, SparseConv2d, SparseLinear
+    """(suffix, weight as stored, per-channel bits) of each weight tensor of a compressible module (1-D and 2-D
+    convs and linear layers; plain ones count as 8-bit)."""
+    from nni_udc.nn import (
+        LowRankConv1d,
+        LowRankConv2d,
+        LowRankLinear,
+        QuantConv1d,
+        QuantConv2d,
+        QuantLinear,
+        SparseConv1d,
+        SparseConv2d,
+        SparseLinear,
+    )
 
-    if isinstance(module, (QuantConv2d, QuantLinear)):
+    if isinstance(module, (QuantConv1d, QuantConv2d, QuantLinear)):
         w = module.compressed_weight()
         bits = module.weight_bits if isinstance(module.weight_bits, list) else [module.weight_bits] * w.shape[0]
         return [("", w, bits)]
-    if isinstance(module, (SparseConv2d, SparseLinear)):
+    if isinstance(module, (SparseConv1d, SparseConv2d, SparseLinear)):
         return [("", module.masked_weight(), [8] * module.weight.shape[0])]
-    if isinstance(module, (LowRankConv2d, LowRankLinear)):
+    if isinstance(module, (LowRankConv1d, LowRankConv2d, LowRankLinear)):
         return [(".first", module.first.weight, [8] * module.first.weight.shape[0]),
                 (".second", module.second.weight, [8] * module.second.weight.shape[0])]
-    if isinstance(module, (nn.Conv2d, nn.Linear)):
+    if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
         return [("", module.weight, [8] * module.weight.shape[0])]
     return []
 
@@ -99,12 +112,24 @@ def _effective_weights(module: nn.Module) -> list[tuple[str, torch.Tensor, list[
 def npu_encoded_size(model: nn.Module, accelerator: str = "ethos-u55") -> dict[str, int]:
     """True Ethos-U encoded weight bytes of every weight layer of a frozen model (float layers as int8).
 
+    A module holding weights that neither this nor the cost formulas cover (an LSTM, say) is refused with its
+    path and type (``TypeError``): a total that leaves layers out would look like a result.
+
     Example:
         >>> from nni_udc.nn import QuantLinear
         >>> sizes = npu_encoded_size(nn.Sequential(QuantLinear(64, 16, weight_bits=4, sparsity=0.5)))
         >>> list(sizes), 0 < sizes["0"] < 64 * 16
         (['0'], True)
+        >>> npu_encoded_size(nn.Sequential(nn.LSTM(4, 4)))
+        Traceback (most recent call last):
+        ...
+        TypeError: cannot cost module '0' (LSTM): it holds weights that no cost formula covers, ...
     """
+    from nni_udc.evaluators.layers import uncosted_error, uncosted_modules
+
+    uncosted = uncosted_modules(model)
+    if uncosted:
+        raise uncosted_error(uncosted)
     sizes: dict[str, int] = {}
     handled: list[str] = []
     for name, module in model.named_modules():
@@ -114,7 +139,8 @@ def npu_encoded_size(model: nn.Module, accelerator: str = "ethos-u55") -> dict[s
         if layers and name:
             handled.append(name)
         for suffix, weight, bits in layers:
-            depthwise = isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
+            depthwise = (isinstance(module, (nn.Conv1d, nn.Conv2d)) and module.groups > 1
+                         and module.groups == module.in_channels)
             sizes[name + suffix] = encoded_layer_bytes(_integer_weights(weight, bits), accelerator, depthwise=depthwise)
     return sizes
 
