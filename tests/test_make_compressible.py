@@ -221,3 +221,19 @@ def test_profiler_names_the_operation_it_cannot_trace():
     space = make_compressible(_Block(lambda x: torch.roll(x, 1, 2)), weight_bits=[4, 8])
     with pytest.raises(TypeError, match=r"cannot infer shapes through aten\.roll"):
         CostProfiler(space, torch.randn(1, 3, 8, 8), "macs")
+
+
+@pytest.mark.parametrize("name, layers", [("resnet18", 21), ("mobilenet_v2", 53), ("efficientnet_b0", 82),
+                                          ("regnet_x_400mf", 72)])
+def test_torchvision_models_convert_and_their_costs_agree(name, layers):
+    """The other torchvision models of issue 11 (built with weights=None: nothing downloads), at 32x32."""
+    net = getattr(torchvision.models, name)(weights=None, num_classes=10)
+    assert sum(type(m) in (nn.Conv2d, nn.Linear) for m in net.modules()) == layers
+    space = make_compressible(net, weight_bits=[4, 8], sparsity=[0.0, 0.5])
+    assert len(space.converted) == layers
+    x = torch.randn(1, 3, 32, 32)
+    for bits, sparsity in ((4, 0.5), (8, 0.0)):
+        sample = {label: (bits if label.startswith("bits") else sparsity) for label in space.simplify()}
+        exact = exact_costs(space.freeze(sample), x)
+        for cost in ("memory_bits", "macs"):
+            assert CostProfiler(space, x, cost).profile(sample) == pytest.approx(exact[cost])
