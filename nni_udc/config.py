@@ -247,7 +247,11 @@ def _arguments_field() -> Any:
 @dataclass(frozen=True)
 class SpaceConfig:
     name: str = _rule("digits", _Text())  # a registered space or 'package.module:Class'
-    args: dict[str, Any] = _arguments_field()
+    args: dict[str, Any] = _arguments_field()  # the space's (or the model's) constructor arguments
+    # your own network instead: 'package.module:callable' returning an nn.Module, made searchable by
+    # nni_udc.make_compressible with the keyword arguments of ``compress`` (``policy`` as a mapping)
+    model: str | None = _rule(None, _Text(optional=True))
+    compress: dict[str, Any] = _arguments_field()
 
 
 @dataclass(frozen=True)
@@ -408,7 +412,15 @@ def parse_config(data: Any, path: str | Path, *, base: Path | None = None,
     space_data = {"name": top["space"]} if isinstance(top["space"], str) else top["space"]
     space = read.section(SpaceConfig, "space", space_data)
     from nni_udc.spaces.registry import SPACES  # only the registry's names; importing a space waits for the run
-    if space.name not in SPACES and ":" not in space.name:
+    if space.model is not None:
+        if "name" in space_data:
+            read.fail("space.name", space.name, "left out when space.model gives your own network")
+        if ":" not in space.model:
+            read.fail("space.model", space.model, "'package.module:callable' returning a torch.nn.Module "
+                                                  "(e.g. 'torchvision.models:mobilenet_v3_small')")
+    elif space.compress:
+        read.fail("space.compress", space.compress, "empty unless space.model gives a network to make compressible")
+    elif space.name not in SPACES and ":" not in space.name:
         read.fail("space.name", space.name, f"a registered space ({', '.join(sorted(SPACES))}) or "
                                             "'package.module:Class'")
     data_cfg = read.section(DataConfig, "data", top.get("data"), defaults={"seed": seed})

@@ -140,6 +140,8 @@ def _space(config: ExperimentConfig, data_shape: tuple[int, ...]) -> Any:
     from nni_udc.spaces.registry import resolve_space
 
     where = f"{config.path}: space"
+    if config.space.model is not None:
+        return _own_model_space(config, data_shape)
     try:
         cls, shape = resolve_space(config.space.name)
     except ValueError as error:
@@ -152,6 +154,47 @@ def _space(config: ExperimentConfig, data_shape: tuple[int, ...]) -> Any:
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{where}.args: {config.space.name} rejects {brief(config.space.args)}: "
                           f"{clip(str(error))}") from None
+    return space
+
+
+def _own_model_space(config: ExperimentConfig, data_shape: tuple[int, ...]) -> Any:
+    """``space.model`` built with ``space.args`` and made compressible with ``space.compress``; checked by one
+    forward pass on the data set's input shape (evaluation mode, so BatchNorm takes a batch of one)."""
+    import importlib
+
+    from nni_udc.compressible import CompressionPolicy, make_compressible
+
+    where, spec = f"{config.path}: space", config.space
+    module_name, _, attr = spec.model.partition(":")  # type: ignore[union-attr]  # checked by parse_config
+    try:
+        build = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(f"{where}.model: cannot import {spec.model!r}: {clip(str(error))}") from None
+    try:
+        net = build(**spec.args)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}.args: {spec.model} rejects {brief(spec.args)}: {clip(str(error))}") from None
+    if not isinstance(net, torch.nn.Module):
+        raise ConfigError(f"{where}.model: {spec.model!r} returned a {type(net).__name__}, not a torch.nn.Module")
+    compress = dict(spec.compress)
+    try:
+        if isinstance(compress.get("policy"), dict):
+            policy = dict(compress["policy"])
+            policy["skip"] = tuple(policy.get("skip", ()))
+            compress["policy"] = CompressionPolicy(**policy)
+        space = make_compressible(net, **compress)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{where}.compress: make_compressible rejects {brief(spec.compress)}: "
+                          f"{clip(str(error))}") from None
+    was_training = space.training
+    try:
+        with torch.no_grad():
+            space.eval()(torch.zeros(1, *data_shape))
+    except Exception as error:  # any failure of the user's forward code on this input means "does not fit"
+        raise ConfigError(f"{where}.model: {spec.model} does not run on data set {config.data.name!r}'s inputs of "
+                          f"shape {tuple(data_shape)}: {clip(str(error))}") from None
+    finally:
+        space.train(was_training)
     return space
 
 

@@ -237,3 +237,79 @@ def test_torchvision_models_convert_and_their_costs_agree(name, layers):
         exact = exact_costs(space.freeze(sample), x)
         for cost in ("memory_bits", "macs"):
             assert CostProfiler(space, x, cost).profile(sample) == pytest.approx(exact[cost])
+
+
+# ----- the experiment file's form: space: {model: ..., args: ..., compress: ...} -----------------------------------
+
+NET = """
+from torch import nn
+
+
+def build(num_classes=10, in_channels=1):
+    return nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                         nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, num_classes))
+"""
+
+
+def _own_model_file(tmp_path, monkeypatch, space: str) -> str:
+    (tmp_path / "my_net.py").write_text(NET)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = tmp_path / "own.yaml"
+    path.write_text(f"name: own\nspace: {space}\ntraining: {{epochs: 1, finetune_epochs: 1}}\n"
+                    f"search: {{target: 0.3}}\noutput: {tmp_path / 'run'}\n")
+    return str(path)
+
+
+def test_an_experiment_file_makes_your_own_network_searchable(tmp_path, monkeypatch):
+    from nni_udc.config import load_config
+    from nni_udc.experiment import _space, check_space
+
+    path = _own_model_file(tmp_path, monkeypatch, "{model: 'my_net:build', args: {num_classes: 10}, "
+                                                  "compress: {weight_bits: [2, 4], policy: {ends_bits: null}}}")
+    config = load_config(path)
+    check_space(config)  # builds it and runs it once on digits' (1, 8, 8) inputs
+    space = _space(config, (1, 8, 8))
+    assert sorted(space.simplify()) == ["bits_0", "bits_3", "bits_7"]  # ends_bits: null searches the ends too
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("space, message", [
+    ("{name: digits, model: 'my_net:build'}", "space.name: .*left out when space.model"),
+    ("{model: my_net}", "space.model: .*'package.module:callable'"),
+    ("{name: digits, compress: {weight_bits: [4]}}", "space.compress: .*empty unless space.model"),
+])
+def test_own_network_mistakes_name_the_field(tmp_path, monkeypatch, space, message):
+    from nni_udc.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(_own_model_file(tmp_path, monkeypatch, space))
+
+
+@pytest.mark.parametrize("space, message", [
+    ("{model: 'my_net:nothing'}", "space.model: cannot import 'my_net:nothing'"),
+    ("{model: 'my_net:build', args: {depth: 3}}", r"space.args: my_net:build rejects \{'depth': 3\}"),
+    ("{model: 'my_net:build', compress: {weight_bits: [3, 99]}}", "space.compress: make_compressible rejects"),
+    ("{model: 'my_net:build', args: {in_channels: 3}}", r"does not run on data set 'digits'.s inputs of shape \(1, 8, 8\)"),
+])
+def test_own_network_that_does_not_build_or_fit_fails_before_anything_is_written(tmp_path, monkeypatch, space,
+                                                                                   message):
+    from nni_udc.config import ConfigError, load_config
+    from nni_udc.experiment import check_space
+
+    config = load_config(_own_model_file(tmp_path, monkeypatch, space))
+    with pytest.raises(ConfigError, match=message):
+        check_space(config)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_search_of_your_own_network_from_an_experiment_file(tmp_path, monkeypatch):
+    from nni_udc.config import load_config
+    from nni_udc.experiment import run_search
+
+    path = _own_model_file(tmp_path, monkeypatch, "{model: 'my_net:build', compress: {weight_bits: [2, 4, 8], "
+                                                  "sparsity: [0.0, 0.5]}}")
+    outcome = run_search(load_config(path), progress=False, logger=False)
+    assert outcome.relative_cost <= 0.3
+    assert set(outcome.sample) == {"bits_3", "sparsity_3"}  # first and last layers stay at 8 bits
