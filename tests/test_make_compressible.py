@@ -313,3 +313,31 @@ def test_a_search_of_your_own_network_from_an_experiment_file(tmp_path, monkeypa
     outcome = run_search(load_config(path), progress=False, logger=False)
     assert outcome.relative_cost <= 0.3
     assert set(outcome.sample) == {"bits_3", "sparsity_3"}  # first and last layers stay at 8 bits
+
+
+class _OneOp(nn.Module):
+    """conv → the operation under test → 1×1 conv → mean → linear."""
+
+    def __init__(self, op):
+        super().__init__()
+        self.first, self.point, self.head, self.op = nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 1), nn.Linear(8, 4), op
+
+    def forward(self, x):
+        return self.head(self.point(self.op(self.first(x))).mean((2, 3)))
+
+
+@pytest.mark.parametrize("name", ["hardswish", "hardsigmoid", "relu6", "silu", "none_index", "view_reshape",
+                                  "flatten", "cat", "squeeze_excite", "residual"])
+def test_the_profiler_follows_the_forward_code_of_edge_networks(name):
+    import torch.nn.functional as F
+
+    op = {"hardswish": F.hardswish, "hardsigmoid": nn.Hardsigmoid(), "relu6": F.relu6, "silu": nn.SiLU(),
+          "none_index": lambda y: y[:, :, None].squeeze(2), "view_reshape": lambda y: y.view(y.shape).reshape(y.shape),
+          "flatten": lambda y: torch.flatten(y, 2).view(y.shape), "cat": lambda y: torch.cat([y[:, :4], y[:, 4:]], 1),
+          "squeeze_excite": lambda y: y * torch.sigmoid(F.adaptive_avg_pool2d(y, 1)),
+          "residual": lambda y: y + F.relu(y)}[name]
+    space = make_compressible(_OneOp(op), weight_bits=[4, 8])
+    x = torch.randn(1, 3, 16, 16)
+    for bits in (4, 8):
+        sample = {label: bits for label in space.simplify()}
+        assert CostProfiler(space, x, "memory_bits").profile(sample) == exact_costs(space.freeze(sample), x)["memory_bits"]
