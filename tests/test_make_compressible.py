@@ -341,3 +341,21 @@ def test_the_profiler_follows_the_forward_code_of_edge_networks(name):
     for bits in (4, 8):
         sample = {label: bits for label in space.simplify()}
         assert CostProfiler(space, x, "memory_bits").profile(sample) == exact_costs(space.freeze(sample), x)["memory_bits"]
+
+
+@pytest.mark.slow
+def test_the_own_model_example_runs_start_to_finish_within_its_budget(tmp_path, capsys):
+    """examples/own_model.py (the README's "Bring your own model"), on the smallest budget."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "own_model.py"
+    spec = importlib.util.spec_from_file_location("own_model_example", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    example.main(["--epochs", "1", "--finetune-epochs", "1", "--target", "0.1", "--out", str(tmp_path)])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "mobilenet_v3_small: 54 layers made compressible, 104 choices"
+    memory = next(line.split() for line in lines if line.startswith("memory_bits"))
+    float_bits, found_bits = (float(v.replace(",", "")) for v in memory[1:3])
+    assert found_bits <= 0.1 * float_bits
