@@ -5,6 +5,9 @@ tested on one space rather than on three that each miss something.
 """
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
+
 import nni
 import torch
 from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableBatchNorm2d, MutableConv2d, Repeat
@@ -72,3 +75,17 @@ class EveryModule(ModelSpace, label_prefix=None):
 def keeps_a_channel(sample: dict) -> bool:
     """Whether ``sample`` keeps a channel of ``q2``: with every group at 0 bits there is no model to freeze."""
     return any(sample[label] for label in CHANNEL_GROUPS)
+
+
+def random_samples(space: ModelSpace, n: int, *, seed: int = 0,
+                   keep: Callable[[dict], bool] = lambda sample: True) -> list[dict]:
+    """``n`` samples of ``space`` drawn uniformly (seeded), keeping those ``keep`` accepts (e.g. a sample with
+    every channel of a per-channel layer removed is not a model)."""
+    labels = space.simplify()
+    rng = random.Random(seed)
+    out: list[dict] = []
+    while len(out) < n:
+        sample = {label: rng.choice(m.values) for label, m in labels.items()}
+        if keep(sample):
+            out.append(sample)
+    return out

@@ -6,13 +6,12 @@ shape formulas and the supernet's mixed ops get the 1-D geometry right (issue 11
 """
 from __future__ import annotations
 
-import random
-
 import nni
 import pytest
 import torch
 from nni.nas.nn.pytorch import LayerChoice, ModelSpace, MutableBatchNorm1d, MutableConv1d
 from nni.nas.profiler.pytorch.flops import FlopsProfiler, NumParamsProfiler
+from spaces import random_samples
 from torch import nn
 
 from nni_udc.evaluators import COSTS, CostProfiler, exact_costs, model_specs, register_nni_formulas
@@ -142,14 +141,8 @@ class OneD(ModelSpace, label_prefix=None):
 
 
 def _samples(space, n, seed=0):
-    labels = space.simplify()
-    rng = random.Random(seed)
-    out = []
-    while len(out) < n:
-        sample = {label: rng.choice(m.values) for label, m in labels.items()}
-        if any(sample[f"pc_g{g}"] for g in range(3)):  # every channel removed is not a model
-            out.append(sample)
-    return out
+    # every channel of pc removed is not a model
+    return random_samples(space, n, seed=seed, keep=lambda s: any(s[f"pc_g{g}"] for g in range(3)))
 
 
 @pytest.fixture(scope="module")

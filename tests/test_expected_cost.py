@@ -1,12 +1,10 @@
 """Expected cost from live probabilities: exact at one-hot, differentiable, same formulas as the exact cost."""
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 from nni.mutable import Categorical
-from spaces import EveryModule, keeps_a_channel
+from spaces import EveryModule, keeps_a_channel, random_samples
 
 from nni_udc.evaluators import COSTS, CostProfiler, exact_costs
 from nni_udc.spaces import DigitsSpace
@@ -16,15 +14,7 @@ X = torch.zeros(1, 1, 8, 8)
 
 
 def _samples(space, n, seed=0):
-    labels = space.simplify()
-    rng = random.Random(seed)
-    out = []
-    while len(out) < n:
-        sample = {label: rng.choice(m.values) for label, m in labels.items()}
-        if isinstance(space, EveryModule) and not keeps_a_channel(sample):
-            continue  # every channel removed is not a model
-        out.append(sample)
-    return out
+    return random_samples(space, n, seed=seed, keep=lambda s: not isinstance(space, EveryModule) or keeps_a_channel(s))
 
 
 @pytest.mark.parametrize("space_cls", [EveryModule, DigitsSpace])

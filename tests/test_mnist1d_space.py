@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from spaces import random_samples
 
 from nni_udc.evaluators import COSTS, CostProfiler, exact_costs
 from nni_udc.spaces import Mnist1dSpace
@@ -20,14 +20,7 @@ X = torch.zeros(1, 1, 40)
 
 
 def _samples(space, n, seed=0):
-    labels = space.simplify()
-    rng = random.Random(seed)
-    out = []
-    while len(out) < n:
-        sample = {label: rng.choice(m.values) for label, m in labels.items()}
-        if sample["head_g0"] or sample["head_g1"]:
-            out.append(sample)
-    return out
+    return random_samples(space, n, seed=seed, keep=lambda s: bool(s["head_g0"] or s["head_g1"]))
 
 
 def test_registered_with_mnist1d_input_shape():
