@@ -295,10 +295,11 @@ class UDC(DARTS):
         return (float(t), float(t)) if isinstance(t, (int, float)) else (float(t[0]), float(t[1]))
 
     def configure_softmax(self) -> nn.Module:
-        if self.temperature is None:
+        temperatures = self._temperatures()
+        if temperatures is None:
             return nn.Softmax(dim=-1)
         softmax = GumbelSoftmax() if self.gumbel else SharpeningSoftmax()
-        softmax.tau = float(self.temperature if isinstance(self.temperature, (int, float)) else self.temperature[0])
+        softmax.tau = temperatures[0]
         return softmax
 
     def configure_oneshot_module(self, training_module: Any) -> Any:
