@@ -491,3 +491,15 @@ def test_low_rank_conv_rejects_bad_rank(bad):
 def test_low_rank_conv_from_dense_rejects_grouped_conv():
     with pytest.raises(ValueError, match=r"groups=2"):
         LowRankConv2d.from_dense(nn.Conv2d(4, 4, 3, groups=2), rank=2)
+
+
+def test_an_evaluation_pass_before_training_does_not_fix_the_activation_clip():
+    """A cost probe on zeros (exact_costs runs the model in eval mode) must leave the clip to the first training batch."""
+    from nni_udc.evaluators import exact_costs
+
+    conv = QuantConv2d(1, 2, 3, padding=1, weight_bits=4, act_bits=4, act_signed=False)
+    exact_costs(nn.Sequential(conv), torch.zeros(1, 1, 4, 4))
+    assert not bool(conv.act_quant.initialized)
+    conv.train()
+    conv(torch.full((1, 1, 4, 4), 3.0))
+    assert bool(conv.act_quant.initialized) and float(conv.act_quant.clip) == pytest.approx(3.0)

@@ -32,8 +32,8 @@ __all__ = ["ActivationQuantizer", "MutableQuantConv1d", "MutableQuantConv2d", "M
 class ActivationQuantizer(nn.Module):
     """PACT activation fake-quantiser with a learnable clipping range that always stays positive.
 
-    The clip starts at the largest magnitude of the first training batch it sees (or at
-    ``init_clip`` when it is given), then learns as ``clip = exp(log_clip)``: an optimiser step changes
+    The clip starts at the largest magnitude of the first *training* batch it sees (or at
+    ``init_clip`` when it is given; an evaluation pass before training uses its own batch's range and fixes nothing), then learns as ``clip = exp(log_clip)``: an optimiser step changes
     it by a factor, never through zero. (A plain clip parameter, moved by Adam's fixed-size steps, was
     driven to ``<= 0`` in 8 of 32 uniform trainings, and every activation then quantised to 0.)
     ``bits=32`` is the identity.
@@ -70,8 +70,11 @@ class ActivationQuantizer(nn.Module):
         if self.bits >= 32:
             return x
         if not bool(self.initialized):
+            first = x.detach().abs().max().clamp_min(1e-3)
+            if not self.training:  # an evaluation pass (a cost probe on zeros) must not fix the clip for training
+                return fake_quantize_activation(x, self.bits, first, signed=self.signed)
             with torch.no_grad():
-                self.log_clip.fill_(math.log(float(x.detach().abs().max().clamp_min(1e-3))))
+                self.log_clip.fill_(math.log(float(first)))
                 self.initialized.fill_(True)  # type: ignore[operator]
         return fake_quantize_activation(x, self.bits, self.clip, signed=self.signed)
 
