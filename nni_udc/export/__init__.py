@@ -1,0 +1,25 @@
+"""Deploy a searched model: its weight layers in integer
+form (:mod:`nni_udc.export.integer`)."""
+from __future__ import annotations
+
+from nni_udc.export.integer import (
+    DEFAULT_SCALE_BITS,
+    SCALE_BITS_CHOICES,
+    IntegerWeights,
+    fold_batchnorm,
+    integer_layers,
+    integer_weights,
+    qmax,
+    round_scales,
+)
+
+__all__ = [
+    "DEFAULT_SCALE_BITS",
+    "SCALE_BITS_CHOICES",
+    "IntegerWeights",
+    "fold_batchnorm",
+    "integer_layers",
+    "integer_weights",
+    "qmax",
+    "round_scales",
+]
