@@ -1,7 +1,8 @@
-"""Deploy a searched model: its weight layers in integer
+"""Deploy a searched model: bake it into plain PyTorch (:mod:`nni_udc.export.bake`); its weight layers in integer
 form (:mod:`nni_udc.export.integer`)."""
 from __future__ import annotations
 
+from nni_udc.export.bake import BakedModel, BakeError, bake
 from nni_udc.export.integer import (
     DEFAULT_SCALE_BITS,
     SCALE_BITS_CHOICES,
@@ -16,7 +17,10 @@ from nni_udc.export.integer import (
 __all__ = [
     "DEFAULT_SCALE_BITS",
     "SCALE_BITS_CHOICES",
+    "BakeError",
+    "BakedModel",
     "IntegerWeights",
+    "bake",
     "fold_batchnorm",
     "integer_layers",
     "integer_weights",
