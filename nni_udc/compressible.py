@@ -7,18 +7,24 @@ norms, activations, the forward code) is the user's, untouched. The model's weig
 them (a low-rank candidate is initialised from their SVD), and a one-shot supernet starts from them (see
 :meth:`nni_udc.strategies.supernet.MixedCompressedOp.mutate`).
 
+Depth: ``depth={'layer1': [1, 2]}`` makes the number of leading blocks of an ``nn.Sequential`` (or of a run of its
+blocks, ``'features.14-16'``) a choice, an NNI ``Repeat`` over the model's own blocks; a frozen model keeps the
+original paths and weights of the blocks it keeps.
+
 The idea is torchao's one verb ``quantize_(model, config)``, for search: one call plus a policy object.
 """
 from __future__ import annotations
 
 import copy
 import fnmatch
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import nni
 import torch
-from nni.nas.nn.pytorch import LayerChoice, ModelSpace
+from nni.nas.nn.pytorch import LayerChoice, ModelSpace, Repeat
 from torch import nn
 
 from nni_udc.evaluators.layers import uncosted_error, uncosted_modules
@@ -105,15 +111,179 @@ def _choice(make: Any, label: str, values: list, fixed: Any) -> Any:
     return make(label, values)
 
 
+# ----- depth: a Repeat over the model's own blocks -------------------------------------------------------
+
+_RUN_KEY = re.compile(r"^(?:(?P<parent>.+)\.)?(?P<first>\d+)-(?P<last>\d+)$")
+
+
+def _join(*parts: str) -> str:
+    return ".".join(p for p in parts if p)
+
+
+@dataclass(frozen=True)
+class _DepthRun:
+    """Blocks ``names`` (consecutive children) of the ``nn.Sequential`` at ``parent``; ``depths`` counts the leading
+    ones kept. With several depths they become one ``Repeat`` at the first block's name (label ``depth_<key>``)."""
+
+    key: str
+    parent: str
+    names: tuple[str, ...]
+    depths: tuple[int, ...]
+
+    @property
+    def label(self) -> str:
+        return f"depth_{self.key}"
+
+    @property
+    def searched(self) -> bool:
+        return len(self.depths) > 1
+
+    def block_paths(self) -> list[str]:
+        return [_join(self.parent, n) for n in self.names]
+
+    def space_path(self, path: str) -> str | None:
+        """Where ``path`` (a path of the user's model) sits in the space, if it lies in one of the run's blocks."""
+        for index, block in enumerate(self.block_paths()):
+            if path == block or path.startswith(block + "."):
+                return _join(self.parent, self.names[0], "blocks", str(index)) + path[len(block):]
+        return None
+
+
+def _sequential_paths(model: nn.Module) -> list[str]:
+    return [p for p, m in model.named_modules() if isinstance(m, nn.Sequential) and p]
+
+
+def _depth_run(model: nn.Module, key: Any, value: Any) -> _DepthRun:
+    """Parse one ``depth`` entry: ``'path'`` of an ``nn.Sequential`` (all its blocks) or ``'path.i-j'`` (blocks i..j)."""
+    where = f"make_compressible: depth[{key!r}]"
+    if not isinstance(key, str) or not key:
+        raise ValueError(f"make_compressible: depth keys must be paths of the model's nn.Sequential modules "
+                         f"(e.g. 'layer1') or runs of their blocks ('features.14-16'), but got {key!r}")
+    match = _RUN_KEY.match(key)
+    parent_path = (match["parent"] or "") if match else key
+    try:
+        parent = model.get_submodule(parent_path)
+    except AttributeError:
+        raise ValueError(f"{where}: the model has no module {parent_path!r}; its nn.Sequential modules are "
+                         f"{_sequential_paths(model)[:12]}") from None
+    what = repr(parent_path) if parent_path else "the model"
+    if not isinstance(parent, nn.Sequential):
+        raise ValueError(f"{where}: {what} is a {type(parent).__name__}, not an nn.Sequential; depth applies to the "
+                         f"blocks of one, e.g. {_sequential_paths(model)[:6]}")
+    if type(parent).forward is not nn.Sequential.forward:
+        raise ValueError(f"{where}: {what} is a {type(parent).__name__} with its own forward, so its blocks may not "
+                         "run one after the other; only a plain chain of blocks can be made shorter")
+    names = list(parent._modules)
+    if match:
+        first, last = int(match["first"]), int(match["last"])
+        if str(first) not in names or str(last) not in names or names.index(str(last)) < names.index(str(first)):
+            raise ValueError(f"{where}: {what} has no blocks {first} to {last}; its blocks are {names}")
+        names = names[names.index(str(first)):names.index(str(last)) + 1]
+    depths = sorted({_depth_value(d, where, len(names)) for d in _as_candidates(value, f"depth[{key!r}]")})
+    return _DepthRun(key, parent_path, tuple(names), tuple(depths))
+
+
+def _depth_value(value: Any, where: str, blocks: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= blocks:
+        raise ValueError(f"{where}: depth candidates count leading blocks, from 1 to {blocks}, but got {value!r}"
+                         + (" (NNI's one-shot Repeat has no path for 0 blocks)" if value == 0 else ""))
+    return value
+
+
+def _depth_runs(model: nn.Module, depth: Any) -> list[_DepthRun]:
+    if not isinstance(depth, Mapping):
+        raise ValueError("make_compressible: depth must map paths of nn.Sequential modules to depth candidates "
+                         f"(e.g. {{'layer1': [1, 2]}}), but got {depth!r}")
+    runs = [_depth_run(model, key, value) for key, value in depth.items()]
+    for i, a in enumerate(runs):
+        for b in runs[i + 1:]:
+            if any(p == q or p.startswith(q + ".") or q.startswith(p + ".")
+                   for p in a.block_paths() for q in b.block_paths()):
+                raise ValueError(f"make_compressible: depth keys {a.key!r} and {b.key!r} share blocks; "
+                                 "give each block to one key")
+    return runs
+
+
+def _check_droppable(model: nn.Module, runs: list[_DepthRun], example_input: Any) -> None:
+    """Run ``model`` once on ``example_input`` and refuse a block that may be dropped but changes its input's shape."""
+    if example_input is None:
+        raise ValueError("make_compressible: depth needs example_input (an input batch, e.g. torch.zeros(1, 3, 32, 32)) "
+                         "to check that the blocks it may drop keep their input's shape")
+    shapes: dict[str, tuple[Any, Any]] = {}
+
+    def record(path: str) -> Any:
+        def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
+            first = inputs[0] if inputs else None
+            shapes[path] = (tuple(first.shape) if isinstance(first, torch.Tensor) else type(first).__name__,
+                            tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__)
+        return hook
+
+    droppable = [(run, path) for run in runs for path in run.block_paths()[min(run.depths):]]
+    handles = [model.get_submodule(path).register_forward_hook(record(path)) for _, path in droppable]
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            model.eval()
+            model(*example_input) if isinstance(example_input, tuple) else model(example_input)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    for run, path in droppable:
+        if path not in shapes:
+            raise ValueError(f"make_compressible: depth[{run.key!r}]: block {path!r} did not run on example_input")
+        before, after = shapes[path]
+        if before != after:
+            raise ValueError(
+                f"make_compressible: depth[{run.key!r}] may drop block {path!r} (depths {list(run.depths)}), but it "
+                f"maps shape {before} to {after}; only blocks that keep their input's shape can be dropped "
+                f"(keep it in every candidate, or start the run after it)")
+
+
+def _drop_unused_blocks(model: nn.Module, run: _DepthRun) -> _DepthRun:
+    """Remove the blocks beyond the largest depth for good (before conversion: they get no labels)."""
+    kept = run.names[:max(run.depths)]
+    parent = model.get_submodule(run.parent)
+    for name in run.names[len(kept):]:
+        del parent._modules[name]
+    return _DepthRun(run.key, run.parent, kept, run.depths)
+
+
+def _repeat_blocks(model: nn.Module, run: _DepthRun) -> None:
+    """Replace the run's blocks by one ``Repeat`` over them, under the first block's name (the others' names go)."""
+    parent = model.get_submodule(run.parent)
+    blocks = [parent._modules[name] for name in run.names]
+    for name in run.names[1:]:
+        del parent._modules[name]
+    parent._modules[run.names[0]] = Repeat(blocks, nni.choice(run.label, list(run.depths)))
+
+
+def _unfold_blocks(model: nn.Module, run: _DepthRun) -> None:
+    """In a frozen model: put the kept blocks back under their own names (the frozen Repeat is an nn.Sequential)."""
+    parent = model.get_submodule(run.parent)
+    items = list(parent._modules.items())
+    parent._modules.clear()
+    for name, module in items:
+        if name == run.names[0]:
+            assert isinstance(module, nn.Sequential)
+            for block_name, block in zip(run.names, module):
+                parent._modules[block_name] = block
+        else:
+            parent._modules[name] = module
+
+
 class CompressibleModel(ModelSpace, label_prefix=None):  # type: ignore[call-arg]
     """The model space :func:`make_compressible` returns: the user's model (``.model``) with compressible layers.
 
     ``freeze(sample)`` returns the model at ``sample`` **with the original weights** (NNI's own ``freeze`` builds
     every layer afresh); on a one-shot supernet, the mixed ops' own ``freeze`` keeps what they learned instead.
+    A frozen model has the user's module paths: the blocks a depth choice keeps sit under their own names.
+    ``converted`` lists the converted layers by those paths.
     """
 
     def __init__(self, model: nn.Module, *, weight_bits: Any = (2, 4, 8), sparsity: Any = 0.0,
                  rank: Sequence[int] | None = None, act_bits: Any = None, per_channel: bool | int = False,
+                 depth: Mapping[str, Any] | None = None, example_input: Any = None,
                  policy: CompressionPolicy | None = None) -> None:
         super().__init__()
         policy = CompressionPolicy() if policy is None else policy
@@ -136,6 +306,10 @@ class CompressibleModel(ModelSpace, label_prefix=None):  # type: ignore[call-arg
             raise TypeError(f"make_compressible: model must be a torch nn.Module, but got {type(model).__name__}")
 
         model = copy.deepcopy(model)
+        runs = [] if depth is None else _depth_runs(model, depth)
+        if runs:
+            _check_droppable(model, runs, example_input)
+        self.depth_runs = [_drop_unused_blocks(model, run) for run in runs]
         layers = [(path, m) for path, m in model.named_modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
         for path, m in layers:
             if type(m) not in _TWINS and not isinstance(m, COMPRESSIBLE_MUTABLES) and not policy.skips(path, m):
@@ -178,6 +352,9 @@ class CompressibleModel(ModelSpace, label_prefix=None):  # type: ignore[call-arg
             parent, _, name = path.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, name, new)
             self.converted.append(path)
+        for run in self.depth_runs:
+            if run.searched:
+                _repeat_blocks(model, run)
         self.model = model
         refused = uncosted_modules(self.model)
         if refused:
@@ -229,15 +406,29 @@ class CompressibleModel(ModelSpace, label_prefix=None):  # type: ignore[call-arg
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.model(*args, **kwargs)
 
+    def _space_path(self, path: str) -> str:
+        """Where the layer at ``path`` of the user's model sits in the space (inside a ``Repeat`` for depth)."""
+        for run in self.depth_runs:
+            inside = run.space_path(path) if run.searched else None
+            if inside is not None:
+                return inside
+        return path
+
     def freeze(self, sample: dict[str, Any]) -> nn.Module:
         frozen = super().freeze(sample)
+        for run in self.depth_runs:
+            if run.searched:
+                _unfold_blocks(frozen.model, run)
         for path in self.converted:
-            source = self.model.get_submodule(path)
+            source = self.model.get_submodule(self._space_path(path))
             if isinstance(source, LayerChoice):
                 source = source["quant"]
             if not isinstance(source, COMPRESSIBLE_MUTABLES):  # a supernet's mixed op: its freeze kept its weights
                 continue
-            target = frozen.model.get_submodule(path)
+            try:
+                target = frozen.model.get_submodule(path)
+            except AttributeError:  # in a block the sample's depth drops
+                continue
             if isinstance(target, _LOWRANK_FROZEN):
                 weight, bias = source.state_dict()["weight"], source.state_dict().get("bias")
                 target.load_dense(weight, bias)
@@ -251,6 +442,7 @@ class CompressibleModel(ModelSpace, label_prefix=None):  # type: ignore[call-arg
 def make_compressible(model: nn.Module, *, weight_bits: int | Sequence[int] = (2, 4, 8),
                       sparsity: float | Sequence[float] = 0.0, rank: Sequence[int] | None = None,
                       act_bits: int | Sequence[int] | None = None, per_channel: bool | int = False,
+                      depth: Mapping[str, int | Sequence[int]] | None = None, example_input: Any = None,
                       policy: CompressionPolicy | None = None) -> CompressibleModel:
     """An NNI model space of ``model`` in which every Conv1d, Conv2d and Linear is compressible, weights kept.
 
@@ -267,13 +459,22 @@ def make_compressible(model: nn.Module, *, weight_bits: int | Sequence[int] = (2
             ``None`` (default): no low-rank candidates.
         act_bits: input-activation bit candidates; ``None`` (default) keeps float inputs (no activation choice).
         per_channel: one weight bit-width per output channel (``True``) or per group of this many channels.
+        depth: how many leading blocks of a stage run, as a choice (an NNI ``Repeat`` over the model's own blocks,
+            label ``'depth_<key>'``). Keys: the path of an ``nn.Sequential`` (``'layer1'``: all its blocks) or a run
+            of its blocks (``'features.14-16'``: blocks 14 to 16); values: candidate counts from 1 to the number of
+            blocks (a single count fixes it; blocks beyond the largest count are removed). Every block a candidate
+            may drop must keep its input's shape (checked on ``example_input``), e.g. torchvision resnet18's
+            ``layer1``, or all but the first block of ``layer2`` (``'layer2': [1, 2]``). A frozen model keeps the
+            user's module paths for the blocks it keeps (the dropped ones leave gaps in the numbering).
+        example_input: an input batch of ``model`` (or a tuple of its arguments); needed with ``depth`` only.
         policy: which layers to convert and how to label them (:class:`CompressionPolicy`): by default the first
             and last layers stay at 8-bit weights, and every layer has its own labels (``'bits_<path>'``).
 
     Raises:
         TypeError: the model holds a layer that can be neither converted nor costed (a subclass of ``nn.Conv2d``
             with its own forward, an ``nn.LSTM``, a ``ConvTranspose2d``): its path and type are named.
-        ValueError: a candidate is out of range (the message shows it).
+        ValueError: a candidate is out of range (the message shows it); a depth key names no ``nn.Sequential``,
+            or a block it may drop changes its input's shape (the message names the block).
 
     Example:
         >>> net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
@@ -283,6 +484,19 @@ def make_compressible(model: nn.Module, *, weight_bits: int | Sequence[int] = (2
         >>> model = space.freeze({'bits_2': 4, 'sparsity_2': 0.5})
         >>> type(model.model[2]).__name__, model.model[2].weight_bits, bool((model.model[2].weight == net[2].weight).all())
         ('QuantConv2d', 4, True)
+
+        Depth: blocks 1 to 3 of this chain keep their input's shape, so 1, 2 or 3 of them can run:
+
+        >>> net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1),
+        ...                     nn.Conv2d(8, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), nn.Flatten(),
+        ...                     nn.Linear(8 * 4 * 4, 10))
+        >>> space = make_compressible(net, weight_bits=8, depth={'1-3': [1, 2, 3]}, example_input=torch.zeros(1, 3, 4, 4))
+        >>> space.simplify()['depth_1-3'].values
+        [1, 2, 3]
+        >>> model = space.freeze({'depth_1-3': 2})
+        >>> kept = model.model.get_submodule('2')
+        >>> [name for name, _ in model.model.named_children()], bool((kept.weight == net[2].weight).all())
+        (['0', '1', '2', '4', '5'], True)
     """
     return CompressibleModel(model, weight_bits=weight_bits, sparsity=sparsity, rank=rank, act_bits=act_bits,
-                             per_channel=per_channel, policy=policy)
+                             per_channel=per_channel, depth=depth, example_input=example_input, policy=policy)

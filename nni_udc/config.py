@@ -418,6 +418,9 @@ def parse_config(data: Any, path: str | Path, *, base: Path | None = None,
         if ":" not in space.model:
             read.fail("space.model", space.model, "'package.module:callable' returning a torch.nn.Module "
                                                   "(e.g. 'torchvision.models:mobilenet_v3_small')")
+        if "example_input" in space.compress:  # the data set's input shape gives it
+            read.fail("space.compress.example_input", space.compress["example_input"],
+                      "left out: a batch of the data set's input shape is used")
     elif space.compress:
         read.fail("space.compress", space.compress, "empty unless space.model gives a network to make compressible")
     elif space.name not in SPACES and ":" not in space.name:

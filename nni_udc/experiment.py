@@ -182,6 +182,8 @@ def _own_model_space(config: ExperimentConfig, data_shape: tuple[int, ...]) -> A
             policy = dict(compress["policy"])
             policy["skip"] = tuple(policy.get("skip", ()))
             compress["policy"] = CompressionPolicy(**policy)
+        if "depth" in compress:  # its blocks are checked to keep their input's shape on the data set's inputs
+            compress["example_input"] = torch.zeros(1, *data_shape)
         space = make_compressible(net, **compress)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"{where}.compress: make_compressible rejects {brief(spec.compress)}: "

@@ -158,23 +158,29 @@ def test_mobilenet_v3_small_converts_and_costs_agree():
             assert CostProfiler(space, x, cost).profile(sample) == pytest.approx(exact[cost])
 
 
-@pytest.mark.slow
-def test_udc_search_on_mobilenet_exports_a_model_within_target(tmp_path):
-    torch.manual_seed(0)
-    data = TensorDataset(torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,)))
+def udc_search_one_epoch(space, input_shape: tuple[int, ...], target: float, where) -> tuple[nn.Module, UDC]:
+    """One epoch of UDC on 32 random samples of ``input_shape`` (10 classes) under a memory ``target``: the model
+    it exports and the strategy (its ``result``)."""
     from nni.nas.evaluator.pytorch import Classification, DataLoader
 
+    torch.manual_seed(0)
+    data = TensorDataset(torch.randn(32, *input_shape), torch.randint(0, 10, (32,)))
     evaluator = Classification(train_dataloaders=DataLoader(data, batch_size=16),
                                val_dataloaders=DataLoader(data, batch_size=16), max_epochs=1, num_classes=10,
                                export_onnx=False, accelerator="cpu", enable_progress_bar=False, logger=False,
                                enable_checkpointing=False, enable_model_summary=False)
-    space = make_compressible(_mobilenet(), weight_bits=[2, 4, 8])
-    strategy = UDC(seed=0, target=0.5, report_costs=["memory_bits"])
+    strategy = UDC(seed=0, target=target, report_costs=["memory_bits"])
     config = NasExperimentConfig("sequential", "raw")
-    config.experiment_working_directory = str(tmp_path)
+    config.experiment_working_directory = str(where)
     experiment = NasExperiment(space, evaluator, strategy, config)
     experiment.run(debug=False)
-    model = experiment.export_top_models(formatter="instance")[0]
+    return experiment.export_top_models(formatter="instance")[0], strategy
+
+
+@pytest.mark.slow
+def test_udc_search_on_mobilenet_exports_a_model_within_target(tmp_path):
+    space = make_compressible(_mobilenet(), weight_bits=[2, 4, 8])
+    model, strategy = udc_search_one_epoch(space, (3, 32, 32), 0.5, tmp_path)
     result = strategy.result
     assert result.costs["memory_bits"] <= 0.5 * result.reference_costs["memory_bits"]
     assert exact_costs(model, torch.zeros(1, 3, 32, 32), ["memory_bits"]) == {"memory_bits": result.costs["memory_bits"]}
