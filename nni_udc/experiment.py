@@ -160,16 +160,14 @@ def _space(config: ExperimentConfig, data_shape: tuple[int, ...]) -> Any:
 def _own_model_space(config: ExperimentConfig, data_shape: tuple[int, ...]) -> Any:
     """``space.model`` built with ``space.args`` and made compressible with ``space.compress``; checked by one
     forward pass on the data set's input shape (evaluation mode, so BatchNorm takes a batch of one)."""
-    import importlib
-
+    from nni_udc._imports import import_named
     from nni_udc.compressible import CompressionPolicy, make_compressible
 
     where, spec = f"{config.path}: space", config.space
-    module_name, _, attr = spec.model.partition(":")  # type: ignore[union-attr]  # checked by parse_config
     try:
-        build = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as error:
-        raise ConfigError(f"{where}.model: cannot import {spec.model!r}: {clip(str(error))}") from None
+        build = import_named(spec.model)  # type: ignore[arg-type]  # not None: checked by the caller
+    except ValueError as error:
+        raise ConfigError(f"{where}.model: {clip(str(error))}") from None
     try:
         net = build(**spec.args)
     except (TypeError, ValueError) as error:

@@ -94,12 +94,14 @@ def test_costs_equal_hand_computed_ones():
     specs = {s.name: s for s in model_specs(frozen, X)}
     # stem: 3·8·9 = 216 weights at 8 bits, no bias; dw: 8·9 = 72 weights at 4 bits, half pruned, 8 bias;
     # pw: 8·16 = 128 weights at 8 bits, 16 bias; fc: 160 weights at 8 bits, 10 bias. Biases are 32-bit.
+    # dw is stored sparse: its 36 kept weights at 4 bits and a 72-bit bitmap (216 < 288 dense bits).
+    # Every channel of these quantised layers stores a 16-bit scale: 8 + 8 + 16 + 10 of them.
     assert specs["model.dw"].groups == 8 and specs["model.dw"].positions == 64
-    memory = 216 * 8 + 36 * 4 + 8 * 32 + 128 * 8 + 16 * 32 + 160 * 8 + 10 * 32
+    memory = 216 * 8 + (36 * 4 + 72) + 8 * 32 + 128 * 8 + 16 * 32 + 160 * 8 + 10 * 32 + (8 + 8 + 16 + 10) * 16
     macs = 216 * 64 + 72 * 64 + 128 * 64 + 160
     costs = exact_costs(frozen, X)
     assert costs["macs"] == macs
-    assert costs["memory_bits"] == pytest.approx(memory, rel=0.02)  # sparse storage may add index bits
+    assert costs["memory_bits"] == memory
     assert CostProfiler(space, X, "memory_bits").profile(sample) == pytest.approx(costs["memory_bits"])
     assert CostProfiler(space, X, "macs").profile(sample) == macs
 
@@ -307,6 +309,31 @@ def test_own_network_that_does_not_build_or_fit_fails_before_anything_is_written
     with pytest.raises(ConfigError, match=message):
         check_space(config)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_network_module_that_fails_while_imported_is_a_config_error(tmp_path, monkeypatch):
+    from nni_udc.config import ConfigError, load_config
+    from nni_udc.experiment import check_space
+
+    path = _own_model_file(tmp_path, monkeypatch, "{model: 'broken_net:build'}")
+    (tmp_path / "broken_net.py").write_text("import torch\nraise RuntimeError('no GPU here')\n")
+    with pytest.raises(ConfigError, match=r"space.model: cannot import 'broken_net:build': its module raised "
+                                          r"RuntimeError: no GPU here"):
+        check_space(load_config(path))
+
+
+@pytest.mark.parametrize("name, message", [
+    ("tests_nowhere:Space", r"cannot import 'tests_nowhere:Space': No module named 'tests_nowhere'"),
+    ("nni_udc.spaces:NoSpace", r"cannot import 'nni_udc.spaces:NoSpace': module 'nni_udc.spaces' has no attribute"),
+    ("torch.nn:Linear", r"space 'torch.nn:Linear' is not an NNI ModelSpace subclass"),
+])
+def test_a_space_by_module_and_class_name_that_is_not_one(name, message):
+    from nni_udc.spaces import DigitsSpace
+    from nni_udc.spaces.registry import resolve_space
+
+    assert resolve_space("nni_udc.spaces:DigitsSpace") == (DigitsSpace, None)
+    with pytest.raises(ValueError, match=message):
+        resolve_space(name)
 
 
 @pytest.mark.slow

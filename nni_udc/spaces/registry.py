@@ -1,10 +1,9 @@
 """Model spaces by name (for the command line and YAML files): a registered name or ``module:Class``."""
 from __future__ import annotations
 
-import importlib
-
 from nni.nas.nn.pytorch import ModelSpace
 
+from nni_udc._imports import import_named
 from nni_udc.spaces.digits import DigitsSpace
 from nni_udc.spaces.mnist1d import Mnist1dSpace
 from nni_udc.spaces.sparse_cell import SparseCellSpace
@@ -30,11 +29,7 @@ def resolve_space(name: str) -> tuple[type, tuple[int, ...] | None]:
         return SPACES[name]
     if ":" not in name:
         raise ValueError(f"unknown space {name!r}; registered spaces: {sorted(SPACES)} (or give 'module:Class')")
-    module_name, _, class_name = name.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as error:
-        raise ValueError(f"cannot import space {name!r}: {error}") from None
+    cls = import_named(name)
     if not (isinstance(cls, type) and issubclass(cls, ModelSpace)):
         raise ValueError(f"space {name!r} is not an NNI ModelSpace subclass")
     return cls, None
