@@ -404,13 +404,14 @@ def bake(model: nn.Module, example_input: torch.Tensor, *, scale_bits: int = DEF
             continue
         name, form = node.target, integer[node.target]
         removed = [c for c, b in enumerate(form.bits) if b == 0]
-        info: dict[str, Any] = {"bits": list(form.bits), "removed_channels": removed, "kept_channels": None,
-                                "scale_bits": form.scale_bits}
+        info: dict[str, Any] = {"bits": list(form.bits), "scales": [float(v) for v in form.scales],
+                                "removed_channels": removed, "kept_channels": None, "scale_bits": form.scale_bits}
         done = _remove_channels(gm, node, removed, example_input) if removed else None
         if done is not None:
             gm.recompile()
             ShapeProp(gm).propagate(example_input)
-            info.update(done, bits=[b for b in form.bits if b > 0])
+            info.update(done, bits=[form.bits[c] for c in done["kept_channels"]],
+                        scales=[info["scales"][c] for c in done["kept_channels"]])
             for consumer in done["consumers"]:
                 layers[owner[consumer]].setdefault("inputs_kept", {})[name] = done["kept_channels"]
         layer: Any = gm.get_submodule(name)
