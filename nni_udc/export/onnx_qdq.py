@@ -22,7 +22,7 @@ Example:
     ...     path = export_onnx(bake(net, torch.zeros(2, 1, 8, 8)), f"{out}/model.onnx")
     ...     model = onnx.load(path)
     >>> sorted({n.op_type for n in model.graph.node})
-    ['DequantizeLinear', 'Flatten', 'Gemm']
+    ['DequantizeLinear', 'Gemm', 'Reshape']
     >>> [(i.name, onnx.TensorProto.DataType.Name(i.data_type)) for i in model.graph.initializer if i.name == "1.weight_q"]
     [('1.weight_q', 'INT4')]
 """
