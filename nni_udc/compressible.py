@@ -211,11 +211,12 @@ def _check_droppable(model: nn.Module, runs: list[_DepthRun], example_input: Any
                          "to check that the blocks it may drop keep their input's shape")
     shapes: dict[str, tuple[Any, Any]] = {}
 
+    def shape(value: Any) -> Any:
+        return tuple(value.shape) if isinstance(value, torch.Tensor) else f"a {type(value).__name__}, not one tensor"
+
     def record(path: str) -> Any:
         def hook(module: nn.Module, inputs: tuple, output: Any) -> None:
-            first = inputs[0] if inputs else None
-            shapes[path] = (tuple(first.shape) if isinstance(first, torch.Tensor) else type(first).__name__,
-                            tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__)
+            shapes[path] = (shape(inputs[0]) if len(inputs) == 1 else f"{len(inputs)} inputs", shape(output))
         return hook
 
     droppable = [(run, path) for run in runs for path in run.block_paths()[min(run.depths):]]
@@ -225,6 +226,10 @@ def _check_droppable(model: nn.Module, runs: list[_DepthRun], example_input: Any
         with torch.no_grad():
             model.eval()
             model(*example_input) if isinstance(example_input, tuple) else model(example_input)
+    except Exception as error:  # the user's forward code on the user's input: say which input it was
+        raise ValueError(f"make_compressible: the model does not run on example_input "
+                         f"({shape(example_input) if not isinstance(example_input, tuple) else 'a tuple'}): "
+                         f"{type(error).__name__}: {error}") from None
     finally:
         model.train(was_training)
         for handle in handles:
@@ -233,6 +238,9 @@ def _check_droppable(model: nn.Module, runs: list[_DepthRun], example_input: Any
         if path not in shapes:
             raise ValueError(f"make_compressible: depth[{run.key!r}]: block {path!r} did not run on example_input")
         before, after = shapes[path]
+        if not isinstance(before, tuple) or not isinstance(after, tuple):
+            raise ValueError(f"make_compressible: depth[{run.key!r}] may drop block {path!r}, but it takes {before} "
+                             f"and returns {after}; only blocks with one tensor in and one out can be dropped")
         if before != after:
             raise ValueError(
                 f"make_compressible: depth[{run.key!r}] may drop block {path!r} (depths {list(run.depths)}), but it "
