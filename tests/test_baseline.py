@@ -66,12 +66,14 @@ def test_sparse_cell_grid_is_one_op_on_every_edge():
 
 @pytest.mark.parametrize("sample, bits", [
     # (weights x bits + 32-bit biases) stem 1->8 at 4 bits: 72 x 4 + 8 x 32 = 544; block 8->8 at 4 bits, dense:
-    # 576 x 4 + 256 = 2,560; down 8->32: 2,304 x 4 + 32 x 32 = 10,240; head 32->10 at 8 bits: 320 x 8 + 320 = 2,880
-    (dict(width=8, op="conv", b_block=4, s_block=0.0, b_down=4, s_down=0.0, head_g0=8, head_g1=8), 16_224),
+    # 576 x 4 + 256 = 2,560; down 8->32: 2,304 x 4 + 32 x 32 = 10,240; head 32->10 at 8 bits: 320 x 8 + 320 = 2,880;
+    # and a 16-bit scale per output channel: (8 + 8 + 32 + 10) x 16 = 928
+    (dict(width=8, op="conv", b_block=4, s_block=0.0, b_down=4, s_down=0.0, head_g0=8, head_g1=8), 17_152),
     # stem 1->24 at 2 bits, dense: 216 x 2 + 768 = 1,200; block 24->24, 2 bits, 75 % sparse, the bitmap encoding
     # is cheaper: 0.25 x 5,184 x 2 + 5,184 (one bit per position) + 768 = 8,544; down 24->32:
-    # 0.25 x 6,912 x 2 + 6,912 + 1,024 = 11,392; head at 4 bits: 320 x 4 + 320 = 1,600
-    (dict(width=24, op="conv", b_block=2, s_block=0.75, b_down=2, s_down=0.75, head_g0=4, head_g1=4), 22_736),
+    # 0.25 x 6,912 x 2 + 6,912 + 1,024 = 11,392; head at 4 bits: 320 x 4 + 320 = 1,600;
+    # scales: (24 + 24 + 32 + 10) x 16 = 1,440
+    (dict(width=24, op="conv", b_block=2, s_block=0.75, b_down=2, s_down=0.75, head_g0=4, head_g1=4), 24_176),
 ])
 def test_memory_bits_of_grid_points_worked_out_by_hand(sample, bits):
     space = DigitsSpace()

@@ -54,14 +54,17 @@ def one_d_net() -> nn.Sequential:
 
 # --- worked by hand ------------------------------------------------------------------------------------
 # conv: in 1, out 4 (channel 3 removed → 3 kept), k 5, L_out 40; fan_in 5; bits 8+4+2 = 14; act 8;
-#       sparsity 0.5 of 15 kept weights → dense 5·14 = 70 bits, sparse 0.5·70 + 15 = 50 → sparse; 3 biases.
-CONV = dict(params=3 * 5 + 3, macs=40 * 3 * 5, bitops=40 * 5 * 14 * 8, memory_bits=min(70, 0.5 * 70 + 15) + 3 * 32)
-# low-rank: first k 3, 4 → 2 at L_out (40 - 3) // 2 + 1 = 19; fan_in 12; 4 bits; float input; no bias.
-#           second k 1, 2 → 8 at 19 positions; fan_in 2; 4 bits; 8 biases.
-LR1 = dict(params=2 * 12, macs=19 * 2 * 12, bitops=19 * 12 * (4 * 2) * 32, memory_bits=12 * 4 * 2)
-LR2 = dict(params=8 * 2 + 8, macs=19 * 8 * 2, bitops=19 * 2 * (4 * 8) * 32, memory_bits=2 * 4 * 8 + 8 * 32)
-# DASS sparse: k 3, 8 → 8, L 19; fan_in 24; 8 bits; 0.75 sparse: dense 24·64 = 1536, sparse 384 + 192 = 576.
-SP = dict(params=8 * 24, macs=19 * 8 * 24, bitops=19 * 24 * (8 * 8) * 32, memory_bits=0.25 * 1536 + 24 * 8)
+#       sparsity 0.5 of 15 kept weights → dense 5·14 = 70 bits, sparse 0.5·70 + 15 = 50 → sparse; 3 biases and
+#       3 16-bit scales.
+CONV = dict(params=3 * 5 + 3, macs=40 * 3 * 5, bitops=40 * 5 * 14 * 8,
+            memory_bits=min(70, 0.5 * 70 + 15) + 3 * 32 + 3 * 16)
+# low-rank: first k 3, 4 → 2 at L_out (40 - 3) // 2 + 1 = 19; fan_in 12; 4 bits; float input; no bias; 2 scales.
+#           second k 1, 2 → 8 at 19 positions; fan_in 2; 4 bits; 8 biases; 8 scales.
+LR1 = dict(params=2 * 12, macs=19 * 2 * 12, bitops=19 * 12 * (4 * 2) * 32, memory_bits=12 * 4 * 2 + 2 * 16)
+LR2 = dict(params=8 * 2 + 8, macs=19 * 8 * 2, bitops=19 * 2 * (4 * 8) * 32, memory_bits=2 * 4 * 8 + 8 * 32 + 8 * 16)
+# DASS sparse: k 3, 8 → 8, L 19; fan_in 24; 8 bits; 0.75 sparse: dense 24·64 = 1536, sparse 384 + 192 = 576;
+#              8 scales.
+SP = dict(params=8 * 24, macs=19 * 8 * 24, bitops=19 * 24 * (8 * 8) * 32, memory_bits=0.25 * 1536 + 24 * 8 + 8 * 16)
 # plain Conv1d (float): k 1, 8 → 6, L 19; fan_in 8; 32-bit weights and inputs; 6 biases.
 PLAIN = dict(params=6 * 8 + 6, macs=19 * 6 * 8, bitops=19 * 8 * (32 * 6) * 32, memory_bits=48 * 32 + 6 * 32)
 # plain Linear (float): 6 → 10 once.
@@ -85,7 +88,7 @@ def test_one_d_net_costs_are_the_hand_worked_ones(cost):
 
 
 def test_hand_worked_encodings_are_the_clear_cases():
-    assert CONV["memory_bits"] == 50 + 96 and SP["memory_bits"] == 576    # both sparse layers store bitmaps
+    assert CONV["memory_bits"] == 50 + 96 + 48 and SP["memory_bits"] == 576 + 128    # both sparse layers store bitmaps
 
 
 def test_one_d_layers_compute_what_torch_computes():

@@ -59,16 +59,16 @@ C1_MACS = 64 * 4 * 9                                    # 2304
 C1_BITOPS = 64 * 9 * (4 * 4) * 8                        # 73728
 C1_DENSE = 36 * 4                                       # 144 bits
 C1_SPARSE = 18 * 4 + 36                                 # 72 payload + 36-bit bitmap = 108 → sparse wins
-C1_MEMORY = min(C1_DENSE, C1_SPARSE) + 4 * 32           # 108 + 128 = 236
+C1_MEMORY = min(C1_DENSE, C1_SPARSE) + 4 * 32 + 4 * 16  # 108 + 128 biases + 64 (four 16-bit scales) = 300
 # conv2: in 4, out 8 (2 removed → 6 kept), k 3×3, stride 2, padding 1 on 8×8 → 4×4 = 16 positions;
 #        fan_in = 4·9 = 36; bits of kept channels 8+8+4+4+2+2 = 28; act 8; dense (no sparsity);
-#        biases only for the 6 kept channels.
+#        biases and scales only for the 6 kept channels.
 C2_PARAMS = 6 * 36 + 6                                  # 222
 C2_MACS = 16 * 6 * 36                                   # 3456
 C2_BITOPS = 16 * 36 * 28 * 8                            # 129024
 C2_DENSE = 36 * 28                                      # 1008 bits
 C2_SPARSE = 36 * 28 + 6 * 36                            # 1224: a bitmap of a dense layer only adds → dense wins
-C2_MEMORY = min(C2_DENSE, C2_SPARSE) + 6 * 32           # 1008 + 192 = 1200
+C2_MEMORY = min(C2_DENSE, C2_SPARSE) + 6 * 32 + 6 * 16  # 1008 + 192 + 96 = 1296
 # fc: in 8, out 10, one position; 8 bits; act 32 (float); sparsity 0.1 → 80 weights, 72 non-zeros;
 #     even though it is sparse, the bitmap costs more than it saves.
 FC_PARAMS = 10 * 8 + 10                                 # 90
@@ -76,7 +76,7 @@ FC_MACS = 10 * 8                                        # 80
 FC_BITOPS = 8 * (8 * 10) * 32                           # 20480
 FC_DENSE = 80 * 8                                       # 640 bits
 FC_SPARSE = 72 * 8 + 80                                 # 656 → dense wins
-FC_MEMORY = min(FC_DENSE, FC_SPARSE) + 10 * 32          # 640 + 320 = 960
+FC_MEMORY = min(FC_DENSE, FC_SPARSE) + 10 * 32 + 10 * 16  # 640 + 320 + 160 = 1120
 
 
 def test_hand_worked_encodings_are_clear_cases():
@@ -102,10 +102,10 @@ def test_three_layer_net_totals():
         "params": C1_PARAMS + C2_PARAMS + FC_PARAMS,            # 352
         "macs": C1_MACS + C2_MACS + FC_MACS,                    # 5840
         "bitops": C1_BITOPS + C2_BITOPS + FC_BITOPS,            # 223232
-        "memory_bits": pytest.approx(C1_MEMORY + C2_MEMORY + FC_MEMORY, abs=1e-9),   # 2396
+        "memory_bits": pytest.approx(C1_MEMORY + C2_MEMORY + FC_MEMORY, abs=1e-9),   # 2716
     }
     assert costs["params"] == 352 and costs["macs"] == 5840 and costs["bitops"] == 223232
-    assert costs["memory_bits"] == pytest.approx(2396)
+    assert costs["memory_bits"] == pytest.approx(2716)
 
 
 def test_hand_worked_sparsity_matches_the_modules_nonzeros():
@@ -126,19 +126,19 @@ def test_removing_a_channel_lowers_every_cost():
     x = torch.zeros(1, 4, 8, 8)
     kept = exact_costs(QuantConv2d(4, 3, 3, weight_bits=[4, 4, 2], act_bits=8), x)
     removed = exact_costs(QuantConv2d(4, 3, 3, weight_bits=[4, 4, 0], act_bits=8), x)
-    # out 6×6 = 36 positions, fan_in 36; the dropped channel had 36 weights at 2 bits and a bias.
+    # out 6×6 = 36 positions, fan_in 36; the dropped channel had 36 weights at 2 bits, a bias and a 16-bit scale.
     assert kept["params"] - removed["params"] == 36 + 1
     assert kept["macs"] - removed["macs"] == 36 * 36
     assert kept["bitops"] - removed["bitops"] == 36 * 36 * 2 * 8
-    assert kept["memory_bits"] - removed["memory_bits"] == 36 * 2 + 32
+    assert kept["memory_bits"] - removed["memory_bits"] == 36 * 2 + 32 + 16
 
 
 @pytest.mark.parametrize("bits, sparsity, expected", [
-    # n = 10 weights per channel × 4 channels = 40 weights.
-    (8, 0.75, 0.25 * 40 * 8 + 40),      # sparse: 80 + 40 = 120 < dense 320
-    (2, 0.25, 40 * 2),                  # dense: 80 < sparse 0.75·80 + 40 = 100
-    (1, 0.75, 40 * 1),                  # 1 bit never gains from a bitmap: 40 < 10 + 40
-    (4, 0.0, 40 * 4),                   # no sparsity: dense
+    # n = 10 weights per channel × 4 channels = 40 weights; every case adds 4 scales × 16 bits.
+    (8, 0.75, 0.25 * 40 * 8 + 40 + 64),     # sparse: 80 + 40 = 120 < dense 320
+    (2, 0.25, 40 * 2 + 64),                 # dense: 80 < sparse 0.75·80 + 40 = 100
+    (1, 0.75, 40 * 1 + 64),                 # 1 bit never gains from a bitmap: 40 < 10 + 40
+    (4, 0.0, 40 * 4 + 64),                  # no sparsity: dense
 ])
 def test_encoding_choice(bits, sparsity, expected):
     spec = LayerSpec("fc", "linear", in_channels=10, out_channels=4, weight_bits=bits, density=1 - sparsity)
@@ -148,8 +148,8 @@ def test_encoding_choice(bits, sparsity, expected):
 def test_bias_is_32_bits_per_kept_channel():
     no_bias = LayerSpec("c", "conv", 3, 4, kernel_size=(3, 3), weight_bits=[8, 0, 4, 0])
     with_bias = LayerSpec("c", "conv", 3, 4, kernel_size=(3, 3), weight_bits=[8, 0, 4, 0], bias=True)
-    assert memory_bits(no_bias) == 27 * (8 + 4)                  # 324
-    assert memory_bits(with_bias) == 27 * (8 + 4) + 2 * 32       # 388
+    assert memory_bits(no_bias) == 27 * (8 + 4) + 2 * 16                  # 356 (two kept channels' scales)
+    assert memory_bits(with_bias) == 27 * (8 + 4) + 2 * 16 + 2 * 32       # 420
     assert params(with_bias) - params(no_bias) == 2
 
 
@@ -215,7 +215,7 @@ def test_depthwise_conv_macs():
     assert c["macs"] == 25 * 4 * 9                  # 900 (a dense conv would be 25·4·36 = 3600)
     assert c["params"] == 4 * 9 == sum(p.numel() for n, p in dw.named_parameters() if n == "weight")
     assert c["bitops"] == 25 * 4 * 9 * 8 * 8
-    assert c["memory_bits"] == 36 * 8
+    assert c["memory_bits"] == 36 * 8 + 4 * 16          # and a 16-bit scale per channel
     float_dw = nn.Conv2d(4, 4, 3, padding=1, groups=4, bias=False)
     assert exact_costs(float_dw, x)["macs"] == 900
 
@@ -246,8 +246,8 @@ def test_formulas_are_differentiable_in_tensors():
     density = torch.tensor(0.5, requires_grad=True)
     spec = LayerSpec("c", "conv", 3, 8, kernel_size=(3, 3), weight_bits=bits, density=density, bias=True)
     mem = memory_bits(spec)
-    # fan_in 27; dense 27·8·4 = 864; sparse 0.5·864 + 27·8 = 648 → sparse; + 8·32 bias
-    assert isinstance(mem, torch.Tensor) and mem.item() == pytest.approx(648 + 256)
+    # fan_in 27; dense 27·8·4 = 864; sparse 0.5·864 + 27·8 = 648 → sparse; + 8·32 bias + 8·16 scales
+    assert isinstance(mem, torch.Tensor) and mem.item() == pytest.approx(648 + 256 + 128)
     mem.backward()
     assert bits.grad.item() == pytest.approx(0.5 * 27 * 8)   # ∂/∂bits of density·fan_in·out·bits
     assert density.grad.item() == pytest.approx(864)         # ∂/∂density = dense payload
@@ -264,6 +264,6 @@ def test_per_channel_tensor_bits_are_differentiable():
     b.backward()
     assert all(t.grad.item() == pytest.approx(10 * 8) for t in bits)
     m = memory_bits(LayerSpec("fc", "linear", 10, 3, weight_bits=bits, density=torch.tensor(0.2, requires_grad=True)))
-    # dense 10·12 = 120; sparse 0.2·120 + 10·2 kept channels = 44 → sparse
-    assert m.item() == pytest.approx(44)
+    # dense 10·12 = 120; sparse 0.2·120 + 10·2 kept channels = 44 → sparse; + 2 kept channels' scales · 16
+    assert m.item() == pytest.approx(44 + 32)
     assert torch.autograd.grad(m, bits[0])[0].item() == pytest.approx(0.2 * 10)

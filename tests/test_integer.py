@@ -88,9 +88,13 @@ def test_integers_lie_in_each_channel_s_range_and_are_zero_where_nothing_is_stor
     if record.mask is not None:
         assert record.mask.dtype == torch.bool and record.mask.shape == record.values.shape
         assert int(record.values[~record.mask].abs().max()) == 0
-        assert int((~record.mask).sum()) == round(module.sparsity * module.weight.numel()) or record.kept_inputs is not None
+        removed = [c for c, b in enumerate(record.bits) if b == 0]
+        assert not bool(record.mask[removed].any())  # a removed channel stores nothing
+        if not removed and record.kept_inputs is None:  # the mask's own count of pruned weights
+            assert int((~record.mask).sum()) == round(module.sparsity * module.weight.numel())
     if record.kept_inputs is not None:
         assert int(record.values[:, ~record.kept_inputs].abs().max()) == 0
+        assert record.mask is None or not bool(record.mask[:, ~record.kept_inputs].any())
 
 
 def test_low_rank_layers_are_two_integer_layers_that_compute_the_layer() -> None:

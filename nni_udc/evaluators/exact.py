@@ -11,7 +11,7 @@ from nni_udc.evaluators.costs import COSTS, CostFn, total
 from nni_udc.evaluators.layers import find_spec_builder, holds_uncosted_weights, uncosted_error
 from nni_udc.evaluators.spec import LayerSpec
 
-__all__ = ["exact_costs", "model_specs"]
+__all__ = ["cost_source", "exact_costs", "model_specs"]
 
 
 def model_specs(model: nn.Module, example_input: torch.Tensor | tuple) -> list[LayerSpec]:
@@ -74,9 +74,27 @@ def exact_costs(model: nn.Module, example_input: torch.Tensor | tuple,
     Example:
         >>> from nni_udc.nn import QuantLinear
         >>> exact_costs(nn.Sequential(QuantLinear(10, 4, weight_bits=8)), torch.zeros(1, 10))['memory_bits']
-        448.0
+        512.0
     """
     specs = model_specs(model, example_input)
     names = list(COSTS) if costs is None else list(costs)
-    return {cost if isinstance(cost, str) else getattr(cost, "__name__", repr(cost)): float(total(specs, cost))
+    return {cost if isinstance(cost, str) else getattr(cost, "__name__", repr(cost)): _frozen(model, specs, cost)
             for cost in names}
+
+
+def _frozen(model: nn.Module, specs: list[LayerSpec], cost: str | CostFn) -> float:
+    # A cost that can be measured on the frozen model itself (Ethos-U bytes: Arm's encoder on the model's
+    # compressed weights) reports the measurement; its formula is what the search optimises.
+    measure = getattr(cost, "measure", None)
+    return float(measure(model)) if measure is not None else float(total(specs, cost))
+
+
+def cost_source(cost: str | CostFn) -> str:
+    """What :func:`exact_costs` reports for ``cost``: ``'formula'``, or the measurement it makes instead.
+
+    Example:
+        >>> from nni_udc.evaluators.targets import load_target
+        >>> cost_source("memory_bits"), cost_source(load_target("ethos-u55").cost("npu_weight_bytes"))
+        ('formula', "Arm's Ethos-U encoder (ethos-u-vela, ethos-u55)")
+    """
+    return "formula" if getattr(cost, "measure", None) is None else str(getattr(cost, "measured_by"))

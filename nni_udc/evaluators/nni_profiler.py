@@ -244,8 +244,8 @@ class CostProfiler(ExpressionProfiler):
         ...         self.fc = MutableQuantLinear(10, 4, weight_bits=bits_choice('b', [4, 8]))
         ...     def forward(self, x):
         ...         return self.fc(x)
-        >>> CostProfiler(Net(), torch.zeros(1, 10), 'memory_bits').profile({'b': 4})   # 40·4 + 4·32
-        288
+        >>> CostProfiler(Net(), torch.zeros(1, 10), 'memory_bits').profile({'b': 4})   # 40·4 + 4·32 + 4·16 (scales)
+        352
     """
 
     def __init__(self, model_space: ModelSpace, example_input: Any, cost: str | CostFn = "memory_bits") -> None:

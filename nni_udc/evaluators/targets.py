@@ -9,7 +9,8 @@ Targets ship in ``nni_udc/evaluators/target_files/<name>.yaml`` and are chosen b
 file is accepted by path. Cost kinds a file can use:
 
 ``builtin``
-    one of :data:`~nni_udc.evaluators.costs.COSTS` (``cost:``), times ``scale``.
+    one of :data:`~nni_udc.evaluators.costs.COSTS` (``cost:``), times ``scale``; ``memory_bits`` takes
+    ``scale_bits:`` (16 or 32, default 16), the width of each stored quantisation scale.
 ``mac_lut``
     MACs × ``cycles_per_mac[activation bits][weight bits]`` × ``scale``; a bit-width between table entries
     uses the next entry up, one above the table the largest entry; 0-bit (removed) channels cost nothing.
@@ -39,7 +40,7 @@ from typing import Any
 
 import yaml
 
-from nni_udc.evaluators.costs import COSTS, CostFn, kept_channels
+from nni_udc.evaluators.costs import COSTS, SCALE_BITS_CHOICES, CostFn, kept_channels, memory_bits_cost
 from nni_udc.evaluators.spec import LayerSpec
 
 __all__ = ["HardwareTarget", "TargetError", "load_target", "target_names"]
@@ -149,6 +150,13 @@ def _builtin(spec: Mapping[str, Any], where: str, folder: Path) -> CostFn:
     if name not in COSTS:
         raise TargetError(f"{where}: field 'cost' must be one of {sorted(COSTS)}, but got {name!r}")
     base, scale = COSTS[name], _scale(spec, where)
+    if "scale_bits" in spec:  # the width of a stored quantisation scale, which memory_bits counts
+        if name != "memory_bits":
+            raise TargetError(f"{where}: field 'scale_bits' applies to cost memory_bits only, not {name!r}")
+        if spec["scale_bits"] not in SCALE_BITS_CHOICES or isinstance(spec["scale_bits"], bool):
+            raise TargetError(f"{where}: field 'scale_bits' must be one of {list(SCALE_BITS_CHOICES)}, "
+                              f"but got {spec['scale_bits']!r}")
+        base = memory_bits_cost(spec["scale_bits"])
     return base if scale == 1.0 else (lambda s: base(s) * scale)
 
 

@@ -19,7 +19,8 @@ quantisation, see :mod:`nni_udc.functional.quant`). :func:`integer_weights` take
     weight bits per output channel (0 removed, 2..16 quantised, 32 float), as the layer's ``weight_bits``.
 ``mask``
     the sparsity mask (``bool``, the weight's shape; ``True`` = stored position) of a pruned layer, else ``None``.
-    A masked-out position is 0 in ``values``; a kept position may also round to 0.
+    A masked-out position is 0 in ``values``; a kept position may also round to 0. Removed channels and inputs
+    removed upstream are never ``True``.
 ``kept_inputs``
     ``bool`` per input channel when the layer's inputs were removed upstream (``in_channel_bits``), else ``None``:
     those weight columns are 0 and a packer does not store them.
@@ -58,6 +59,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nni_udc.evaluators.costs import SCALE_BITS, SCALE_BITS_CHOICES
 from nni_udc.functional import fake_quantize_weight, magnitude_mask
 from nni_udc.functional.quant import FLOAT_BITS
 from nni_udc.nn import (
@@ -76,9 +78,7 @@ __all__ = ["DEFAULT_SCALE_BITS", "SCALE_BITS_CHOICES", "IntegerWeights", "fold_b
            "integer_weights", "qmax", "round_scales"]
 
 #: Scales are stored as IEEE half precision unless told otherwise (the width ``memory_bits`` counts).
-DEFAULT_SCALE_BITS = 16
-#: Storable scale widths: 16 = IEEE half (``float16``), 32 = IEEE single (``float32``).
-SCALE_BITS_CHOICES: tuple[int, ...] = (16, 32)
+DEFAULT_SCALE_BITS = SCALE_BITS
 _SCALE_DTYPES = {16: torch.float16, 32: torch.float32}
 
 
@@ -234,8 +234,10 @@ def _record(name: str, module: nn.Module, weight: torch.Tensor, bits: tuple[int,
             mask: torch.Tensor | None = None, kept_inputs: torch.Tensor | None = None,
             bias: torch.Tensor | None = None, attrs: dict[str, Any]) -> IntegerWeights:
     values, scales = _integers(name, weight, bits, scale_bits)
-    if mask is not None:
-        mask = mask.detach().bool()
+    if mask is not None:  # only positions that are stored: none in removed channels or at removed inputs
+        mask = mask.detach().bool() & torch.tensor([b > 0 for b in bits]).view((-1,) + (1,) * (mask.dim() - 1))
+        if kept_inputs is not None:
+            mask = mask & kept_inputs.view((1, -1) + (1,) * (mask.dim() - 2))
     return IntegerWeights(name, _kind(module), values, scales, bits, mask, kept_inputs, _bias(bias, bits), scale_bits,
                           attrs)
 
