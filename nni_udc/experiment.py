@@ -5,6 +5,8 @@ and the uniform-compression baseline (``nni-udc baseline``).
 runs a real ``NasExperiment``, and writes into its output directory:
 
 - ``model.pt`` — the found model (``torch.save`` of the module; compression applied, fine-tuned);
+- ``model.pt2``, ``model.state_dict.pt``, ``model.record.json`` — the same model baked into plain torch
+  (:mod:`nni_udc.export`): a ``torch.export`` program that runs with torch alone, its tensors, and where each came from;
 - ``architecture.json`` — its sample (label → chosen value);
 - ``report.json`` — accuracy (validation and test), every reported cost, the reference costs and settings;
 - ``tensorboard/`` — Lightning's TensorBoard logs of the search and fine-tuning.
@@ -434,9 +436,25 @@ def _multi_trial(config: ExperimentConfig, space: Any, strategy: Any, evaluator:
 def _write(outcome: SearchOutcome, output: Path, config: ExperimentConfig, **settings: Any) -> None:
     torch.save(outcome.model, output / "model.pt")
     (output / "architecture.json").write_text(json.dumps(outcome.sample, indent=2) + "\n")
+    baked = _write_baked(outcome.model, output, DATASETS[config.data.name].input_shape)
     report = {"experiment": config.name, "config": config.path, "strategy": config.strategy.name,
-              "hardware": config.hardware.target, **settings, **outcome.to_json()}
+              "hardware": config.hardware.target, **settings, **outcome.to_json(), "baked": baked}
     (output / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _write_baked(model: nn.Module | None, output: Path, input_shape: tuple[int, ...]) -> dict[str, Any]:
+    """The baked model's torch files beside ``model.pt`` (:mod:`nni_udc.export.torch_files`): what tools and users
+    load with ``weights_only=True``. A model that cannot be baked keeps its search: the report says why."""
+    from nni_udc.export.bake import BakeError, bake
+    from nni_udc.export.torch_files import save_torch
+
+    if model is None:
+        return {"error": "no model"}
+    try:
+        files = save_torch(bake(model, torch.zeros(2, *input_shape)), output)
+    except BakeError as error:
+        return {"error": str(error)}
+    return {kind: path.name for kind, path in files.items()}
 
 
 # ----- the uniform baseline ----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ Usage::
 
     nni-udc profile --space digits --out latency.yaml [--threads T] [--warmup W] [--repeats R]
     nni-udc npu-size MODEL.pt [--target ethos-u55|ethos-u65]
+    nni-udc export RUN_OR_MODEL [--format torch|onnx|packed|all] [--out DIR] [--input-shape 1,8,8]
 
     python -m nni_udc.cli COMMAND ...                            the same with this interpreter (nnictl trials)
 
@@ -31,6 +32,7 @@ import sys
 from collections.abc import Callable
 
 from nni_udc import __version__
+from nni_udc.cli.export import ExportError, export_command, input_shape
 from nni_udc.cli.nnictl import register_command, trial_command
 from nni_udc.cli.run import baseline_command, pareto_command, search_command
 from nni_udc.cli.show import show_command
@@ -163,9 +165,23 @@ def _parser() -> argparse.ArgumentParser:
     npu = commands.add_parser("npu-size", help="true Ethos-U encoded weight size of a saved model (Arm's encoder)",
                               description="Encode every weight layer of a model saved with torch.save with Arm's "
                                           "Ethos-U weight encoder and print the bytes per layer and in total.")
-    npu.add_argument("model", help="file written by torch.save(model)")
+    npu.add_argument("model", help="model file written by torch.save(model), or a run directory (its model.pt)")
     npu.add_argument("--target", choices=ACCELERATORS.names(), default="ethos-u55")
     npu.set_defaults(func=npu_size_command, errors=(ValueError, TypeError))  # TypeError: a layer it cannot cost
+
+    export = commands.add_parser(
+        "export", help="write a searched model as plain torch files, QDQ ONNX and a packed file",
+        description="Bake the model of a search run directory, a pareto trial directory or a model file (read with "
+                    "weights_only=True) and write it as torch files (model.pt2, model.state_dict.pt, "
+                    "model.record.json), QDQ ONNX (model.onnx) and/or a packed file (model.nupk); print the bytes "
+                    "of each and, for the packed file, the bytes the search counted (memory_bits / 8).")
+    export.add_argument("model", help="run or trial directory, or a model file")
+    export.add_argument("--format", choices=["torch", "onnx", "packed", "all"], default="all",
+                        help="what to write (default: all)")
+    export.add_argument("--out", default=None, help="output directory (default: export/ in the run directory)")
+    export.add_argument("--input-shape", type=input_shape, default=None,
+                        help="one sample's input shape, e.g. 1,8,8 (read from the run directory when not given)")
+    export.set_defaults(func=export_command, errors=(ExportError,))
     return parser
 
 

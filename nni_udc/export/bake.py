@@ -107,12 +107,33 @@ class _Tracer(fx.Tracer):
     """Traces into the model's own code and stops at torch layers and our compressible layers."""
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
-        return isinstance(m, _COMPRESSED) or super().is_leaf_module(m, module_qualified_name)
+        # NNI's twins of torch layers (MutableConv2d, MutableBatchNorm2d) are torch layers too
+        return isinstance(m, _COMPRESSED + _PLAIN_LAYERS + _BATCHNORMS) or super().is_leaf_module(m, module_qualified_name)
+
+
+class _OneInput(nn.Module):
+    """``model`` called with one input, its children, parameters and buffers under their own names: fx traces a
+    forward with ``*args`` (``CompressibleModel``'s) through it."""
+
+    wrapped: nn.Module
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        for name, child in model.named_children():
+            self.add_module(name, child)
+        for name, param in model.named_parameters(recurse=False):
+            self.register_parameter(name, param)
+        for name, buffer in model.named_buffers(recurse=False):
+            self.register_buffer(name, buffer)
+        object.__setattr__(self, "wrapped", model)  # not a child: its modules are already ours
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.wrapped.forward(x)  # not __call__: the tracer would look for ``wrapped`` among our modules
 
 
 def _trace(model: nn.Module) -> fx.GraphModule:
     try:
-        graph = _Tracer().trace(model)
+        graph = _Tracer().trace(_OneInput(model))
     except Exception as error:  # fx raises many kinds (TraceError, TypeError, NotImplementedError ...)
         raise BakeError(f"cannot bake {type(model).__name__}: torch.fx cannot trace its forward ({error})") from None
     return fx.GraphModule(model, graph, class_name=f"Baked{type(model).__name__}")
@@ -218,6 +239,19 @@ def _replace_layers(gm: fx.GraphModule, record: dict[str, Any], scale_bits: int)
             integer[path] = form
         record[path] = entry
     return integer
+
+
+def _torch_batchnorms(gm: fx.GraphModule) -> None:
+    """Replace subclasses of torch's BatchNorm (NNI's ``MutableBatchNorm2d``) by torch's own class."""
+    for node in gm.graph.nodes:
+        bn = _sub(gm, node) if node.op == "call_module" else None
+        if not isinstance(bn, _BATCHNORMS) or type(bn) in _BATCHNORMS:
+            continue
+        plain_type = nn.BatchNorm1d if isinstance(bn, nn.BatchNorm1d) else nn.BatchNorm2d
+        plain = plain_type(bn.num_features, eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
+                           track_running_stats=bn.track_running_stats)
+        plain.load_state_dict(bn.state_dict())
+        _set_module(gm, str(node.target), plain.eval())
 
 
 def _output_shape(node: fx.Node) -> tuple[int, ...] | None:
@@ -393,6 +427,7 @@ def bake(model: nn.Module, example_input: torch.Tensor, *, scale_bits: int = DEF
     gm = _trace(copy.deepcopy(model).eval())
     layers: dict[str, Any] = {}
     integer = _replace_layers(gm, layers, scale_bits)
+    _torch_batchnorms(gm)
     owner = {name: name if name in layers else name.rsplit(".", 1)[0] for name in integer}  # factor -> its layer
     gm.recompile()
     ShapeProp(gm).propagate(example_input)
