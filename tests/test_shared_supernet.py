@@ -106,3 +106,30 @@ def test_sampled_candidates_are_within_budget_and_seeded():
     assert len(first) == 20 and all(cost(s) <= budget for s in first)
     assert first == _random_within(strategy.distribution.choices, cost, budget, 20, seed=3)
     assert _random_within(strategy.distribution.choices, cost, 0.0, 5, seed=0, tries=10) == []  # nothing fits: none
+
+
+
+@pytest.mark.slow
+def test_uniform_starts_export_no_model_the_supernet_ranks_below_uniform_compression(tmp_path):
+    """With ``uniform=True`` the uniform grid's models within budget are candidates: the export scores at least as well."""
+    from nni.nas.experiment import NasExperiment, NasExperimentConfig
+
+    from nni_udc.evaluators.lightning import classification_evaluator
+    from nni_udc.spaces import DigitsSpace
+    from nni_udc.strategies import UDC, uniform_grid
+    from nni_udc.strategies.udc import _compiled_cost, _SupernetScore
+
+    space = DigitsSpace(widths=[8, 16], weight_bits=[2, 8], sparsity=[0.0, 0.5], head_bits=[8], stem_bits=[8])
+    torch.manual_seed(0)
+    strategy = UDC(target=0.1, seed=0, uniform=True)
+    config = NasExperimentConfig("sequential", "raw")
+    config.experiment_working_directory = str(tmp_path)
+    NasExperiment(space, classification_evaluator("digits", epochs=1), strategy, config).run(debug=False)
+    chosen = strategy.export_result().sample
+    cost = _compiled_cost(strategy._profiler.expression)
+    budget = 0.1 * strategy._rule.reference
+    uniform = [s for s in uniform_grid(space) if cost(s) <= budget]
+    assert len(uniform) >= 2  # the budget leaves a real choice among uniform models
+    score = _SupernetScore(strategy._supernet, strategy.distribution, strategy.model_space.evaluator)
+    assert cost(chosen) <= budget
+    assert score(chosen) <= min(score(s) for s in uniform) + 1e-9

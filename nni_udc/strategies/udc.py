@@ -49,6 +49,7 @@ from nni_udc.strategies.expected_cost import ExpectedCost, compile_expression
 from nni_udc.strategies.finetune import finetune
 from nni_udc.strategies.penalty import LinearPenalty, TargetPenalty
 from nni_udc.strategies.supernet import MIXED_OPERATION_HOOKS, MixedCompressedOp
+from nni_udc.strategies.uniform import uniform_grid
 
 __all__ = ["SearchResult", "SharpeningSoftmax", "UDC", "reference_sample"]
 
@@ -164,6 +165,9 @@ class UDC(DARTS):
         samples: with ``target``, also score this many architectures drawn uniformly at random within the
             budget (seeded): the candidates a supernet trained single-path (:mod:`~nni_udc.strategies.single_path`)
             ranks best need not be the ones the architecture parameters favour.
+        uniform: with ``target``, also score every model of the space's uniform-compression grid within the
+            budget (:func:`~nni_udc.strategies.uniform.uniform_grid`): the yardstick's own models compete, so the
+            export is never one the supernet ranks below uniform compression at the same budget.
         refine: with ``target``, at most this many rounds of local search after that: every single-label
             change within budget is scored by the supernet's loss and the best improvement is taken (the
             supernet as an accuracy predictor; 0 turns it off).
@@ -189,7 +193,7 @@ class UDC(DARTS):
                  step_size: float = 1.0, reference: float | None = None, example_input: Any = None,
                  arc_learning_rate: float = 1e-2, warmup_epochs: int = 0,
                  temperature: float | tuple[float, float] | None = None, gumbel: bool = False, candidates: int = 1,
-                 samples: int = 0, refine: int = 0,
+                 samples: int = 0, uniform: bool = False, refine: int = 0,
                  finetune_epochs: int = 0, finetune_learning_rate: float | None = None,
                  report_costs: Sequence[str] | None = None, seed: int | None = None,
                  supernet_weights: str | Path | Mapping[str, torch.Tensor] | None = None,
@@ -222,7 +226,8 @@ class UDC(DARTS):
         self.weight, self.target, self.step_size, self.reference = weight, target, step_size, reference
         self.example_input = example_input
         self.temperature, self.gumbel, self.candidates, self.refine = temperature, gumbel, candidates, refine
-        self.samples = samples
+        self.samples, self.uniform = samples, bool(uniform)
+        self._uniform_grid: list[dict[str, Any]] = []
         self.finetune_epochs = finetune_epochs
         self.finetune_learning_rate = finetune_learning_rate
         self.report_costs = tuple(report_costs)
@@ -246,6 +251,8 @@ class UDC(DARTS):
             pl.seed_everything(self.seed, workers=True, verbose=False)
         example = self.example_input if self.example_input is not None else _example_batch(model_space.evaluator)
         self.prepare_cost(model_space.model_space, example)
+        # listed before the supernet replaces the space's modules with mixed ones
+        self._uniform_grid = uniform_grid(model_space.model_space) if self.uniform else []
         return super()._initialize(model_space, engine)
 
     def prepare_cost(self, space: ModelSpace, example_input: Any) -> None:
@@ -415,10 +422,12 @@ class UDC(DARTS):
             _logger.warning("no architecture among the most probable fits the budget %.4g; exporting the cheapest "
                             "move away from the most probable one", budget)
             return _cheapest_descent(argmax, dist, cost, budget)
-        if len(found) == 1 and not self.refine and not self.samples:
+        if len(found) == 1 and not self.refine and not self.samples and not self.uniform:
             return found[0][1]
         starts = [sample for _, sample in found] + _random_within(dist.choices, cost, budget, self.samples,
                                                                   seed=self.seed or 0)
+        if self.uniform:
+            starts += [x for x in self._uniform_grid if cost(x) <= budget]
         if self.refine:  # also the most probable model given each value of each label: wide-and-low-bit
             for label, choice in dist.choices.items():  # is two label changes away from narrow-and-8-bit
                 for value in choice.values:
