@@ -17,7 +17,7 @@ Usage::
 
     nni-udc profile --space digits --out latency.yaml [--threads T] [--warmup W] [--repeats R]
     nni-udc npu-size MODEL.pt [--target ethos-u55|ethos-u65]
-    nni-udc export RUN_OR_MODEL [--format torch|onnx|packed|all] [--out DIR] [--input-shape 1,8,8]
+    nni-udc export RUN_OR_MODEL [--format torch|onnx|packed|all] [--target ethos-u55|ethos-u65] [--out DIR]
 
     python -m nni_udc.cli COMMAND ...                            the same with this interpreter (nnictl trials)
 
@@ -181,6 +181,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--out", default=None, help="output directory (default: export/ in the run directory)")
     export.add_argument("--input-shape", type=input_shape, default=None,
                         help="one sample's input shape, e.g. 1,8,8 (read from the run directory when not given)")
+    export.add_argument("--target", choices=ACCELERATORS.names(), default=None,
+                        help="also write the Ethos-U weight streams of this NPU (Arm's encoder) to OUT/TARGET/")
     export.set_defaults(func=export_command, errors=(ExportError,))
     return parser
 

@@ -1,11 +1,13 @@
-"""``nni-udc export RUN_OR_MODEL --format torch|onnx|packed|all [--out DIR]``: deployable files of a searched model.
+"""``nni-udc export RUN_OR_MODEL --format torch|onnx|packed|all [--target ethos-u55|ethos-u65] [--out DIR]``:
+deployable files of a searched model.
 
 Prints one row per file written: format, file, bytes, and for the packed file the bytes the search counted
-(``memory_bits / 8``).
+(``memory_bits / 8``); with ``--target``, one row for the folder of Ethos-U weight streams and their total bytes.
 """
 from __future__ import annotations
 
 import argparse
+import warnings
 from pathlib import Path
 
 __all__ = ["ExportError", "export_command", "input_shape"]
@@ -35,8 +37,10 @@ def export_command(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out is not None else _default_out(Path(args.model))
     formats = "all" if args.format == "all" else [args.format]
     try:
-        files = export(args.model, formats, out, input_shape=args.input_shape)
-    except (ModelFileError, BakeError) as error:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.export's and the ONNX exporter's deprecation notes: not the user's
+            files = export(args.model, formats, out, input_shape=args.input_shape, target=args.target)
+    except (ModelFileError, BakeError, TypeError) as error:  # TypeError: weights with no integer form (named)
         raise ExportError(str(error)) from None
     rows = [[f.format, str(f.path), f"{f.bytes:,}", "" if f.claimed_bytes is None else f"{f.claimed_bytes:,.0f}"]
             for f in files]

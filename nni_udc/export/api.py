@@ -102,8 +102,13 @@ def _size(path: Path) -> int:
 
 
 def export(model_or_run: nn.Module | str | Path, formats: Sequence[str] | str, out: str | Path, *,
-           input_shape: Sequence[int] | None = None, baked: BakedModel | None = None) -> list[ExportedFile]:
+           input_shape: Sequence[int] | None = None, target: str | None = None,
+           baked: BakedModel | None = None) -> list[ExportedFile]:
     """Write ``model_or_run`` in each of ``formats`` (``'torch'``, ``'onnx'``, ``'packed'`` or ``'all'``) into ``out``.
+
+    ``target`` (``'ethos-u55'``, ``'ethos-u65'``) also writes every layer's Ethos-U weight stream from Arm's encoder
+    (:func:`~nni_udc.export.ethos.write_ethos_streams`) to ``out/TARGET/``; its row's bytes are the NPU's weight
+    memory (weights, biases and scales: what ``npu-size`` reports).
 
     Raises:
         ValueError: an unknown format (the message lists the known ones).
@@ -137,6 +142,11 @@ def export(model_or_run: nn.Module | str | Path, formats: Sequence[str] | str, o
         written.append(ExportedFile("onnx", path, _size(path)))
     if "packed" in wanted:
         written.append(_packed(model, example, out / "model.nupk"))
+    if target is not None:
+        from nni_udc.export.ethos import write_ethos_streams
+
+        streams = write_ethos_streams(model, out, target)
+        written.append(ExportedFile(target, streams.folder, streams.total_bytes))
     return written
 
 
