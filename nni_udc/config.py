@@ -12,7 +12,7 @@ Example file (``examples/udc-digits.yaml``)::
 
     name: udc-digits
     space: {name: digits}                       # registered name or module:Class, with args
-    data: {name: digits, seed: 0}               # digits | mnist1d
+    data: {name: digits, seed: 0}               # digits | mnist1d | cifar10 | cifar100 | folder | speech-commands
     training: {epochs: 8, batch_size: 64, learning_rate: 0.01, finetune_epochs: 4}
     strategy: {name: udc, arc_learning_rate: 0.05}
     hardware: {target: generic, cost: memory_bits}
@@ -37,7 +37,7 @@ import argparse
 import math
 import reprlib
 from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -256,8 +256,22 @@ class SpaceConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
+    """A registered data set; one read from disk takes its folder (``root``) and its loader's ``args``."""
+
     name: str = _rule("digits", _Text(DATASETS))
     seed: int = _rule(0, _Integer(minimum=0))  # default: the experiment's seed
+    root: str | None = _rule(None, _Text(optional=True))  # relative to the experiment file; bundled sets take none
+    args: dict[str, Any] = _arguments_field()  # the loader's arguments (val_fraction, augment, size, words, ...)
+
+    @property
+    def loader_arguments(self) -> dict[str, Any]:
+        """The keyword arguments of the data set's loader: ``seed``, then ``root`` when given, then ``args``.
+
+        Example:
+            >>> DataConfig("cifar10", 1, "/data", {"augment": False}).loader_arguments
+            {'seed': 1, 'root': '/data', 'augment': False}
+        """
+        return {"seed": self.seed, **({"root": self.root} if self.root is not None else {}), **self.args}
 
 
 @dataclass(frozen=True)
@@ -426,7 +440,7 @@ def parse_config(data: Any, path: str | Path, *, base: Path | None = None,
     elif space.name not in SPACES and ":" not in space.name:
         read.fail("space.name", space.name, f"a registered space ({', '.join(sorted(SPACES))}) or "
                                             "'package.module:Class'")
-    data_cfg = read.section(DataConfig, "data", top.get("data"), defaults={"seed": seed})
+    data_cfg = _data(read, top.get("data"), seed, base)
     training = read.section(TrainingConfig, "training", top.get("training"))
     strategy = read.section(StrategyConfig, "strategy", top.get("strategy"))
     if strategy.baseline and strategy.args:
@@ -453,6 +467,26 @@ def parse_config(data: Any, path: str | Path, *, base: Path | None = None,
 
     output = Path(read.value("", "output", top, f"runs/{name}", _TOP["output"]))  # relative to the working directory
     return ExperimentConfig(name, path, space, data_cfg, training, strategy, hardware, search, pareto, output, seed)
+
+
+def _data(read: _Reader, data: Any, seed: int, base: Path | None) -> DataConfig:
+    """The data section; a data set read from disk checks its root and arguments now, before anything runs."""
+    given: DataConfig = read.section(DataConfig, "data", data, defaults={"seed": seed})
+    check = DATASETS[given.name].check
+    if check is None:
+        if given.root is not None:
+            read.fail("data.root", given.root, f"left out: {given.name} is bundled and reads no files")
+        if given.args:
+            read.fail("data.args", given.args, f"empty: {given.name} takes no arguments")
+        return given
+    root = given.root
+    if root is not None and base is not None and not Path(root).expanduser().is_absolute():
+        root = str(base / root)
+    try:
+        check(root, given.args)
+    except ValueError as error:  # DataRootError included: names the missing path and what to put there
+        raise ConfigError(f"{read.path}: data: {error}") from None
+    return replace(given, root=root)
 
 
 def _hardware(read: _Reader, data: Any, base: Path | None) -> HardwareConfig:

@@ -16,8 +16,9 @@ Example:
 """
 from __future__ import annotations
 
+import importlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
@@ -144,10 +145,22 @@ STRATEGIES.register("uniform", StrategyEntry("baseline"))
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    """A bundled data set: one sample's input shape (checked against the space before any data loads)."""
+    """A data set: one sample's input shape (checked against the space before any data loads) and its loader.
+
+    ``check(root, args)``, for a data set read from a local ``root``, raises ``ValueError`` naming what the root
+    must hold or which argument is wrong; a bundled data set has none and takes no root.
+    """
 
     input_shape: tuple[int, ...]
     load: Callable[..., Any]
+    check: Callable[[Any, Mapping[str, Any]], None] | None = None
+
+
+def _lazy(module: str, name: str) -> Callable[..., Any]:
+    """``module.name``, imported at the first call (checking a file loads no data code)."""
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+    return call
 
 
 def _digits(**kwargs: Any) -> Any:
@@ -163,6 +176,10 @@ def _mnist1d(**kwargs: Any) -> Any:
 DATASETS: Registry[DatasetEntry] = Registry("data set")
 DATASETS.register("digits", DatasetEntry((1, 8, 8), _digits))
 DATASETS.register("mnist1d", DatasetEntry((1, 40), _mnist1d))
+DATASETS.register("cifar10", DatasetEntry((3, 32, 32), _lazy("nni_udc.data.cifar", "load_cifar10_splits"),
+                                          _lazy("nni_udc.data.cifar", "check_cifar10")))
+DATASETS.register("cifar100", DatasetEntry((3, 32, 32), _lazy("nni_udc.data.cifar", "load_cifar100_splits"),
+                                           _lazy("nni_udc.data.cifar", "check_cifar100")))
 
 
 # ----- the outer loop: samplers and variables ------------------------------------------------------------------

@@ -1,20 +1,26 @@
-"""Bundled real data sets, available offline: scikit-learn's digits and MNIST-1D.
+"""Real data sets: bundled (scikit-learn's digits, MNIST-1D) or read from a local folder (CIFAR, images, speech).
 
 Each loader returns a :class:`DatasetSplits` of seeded, stratified train / val / test
 ``TensorDataset`` splits (float32 inputs standardised with train statistics, int64 labels).
-:func:`load_dataset` picks a loader by name.
+:func:`load_dataset` picks a loader by name. Nothing downloads: a data set read from disk takes ``root``,
+and a missing one raises :class:`DataRootError` saying what to put there.
 """
 from __future__ import annotations
 
 from typing import Any
 
 from nni_udc.data._split import DatasetSplits
+from nni_udc.data.cifar import load_cifar10_splits, load_cifar100_splits
 from nni_udc.data.digits import load_digits_splits
 from nni_udc.data.mnist1d import load_mnist1d_splits
+from nni_udc.data.roots import DataRootError
 
 __all__ = [
     "DATASET_NAMES",
+    "DataRootError",
     "DatasetSplits",
+    "load_cifar10_splits",
+    "load_cifar100_splits",
     "load_dataset",
     "load_digits_splits",
     "load_mnist1d_splits",
@@ -27,7 +33,7 @@ DATASET_NAMES: tuple[str, ...] = tuple(sorted(DATASETS))
 
 
 def load_dataset(name: str, **kw: Any) -> DatasetSplits:
-    """Load the bundled data set ``name`` (one of :data:`DATASET_NAMES`), passing ``kw`` to its loader.
+    """Load the data set ``name`` (one of :data:`DATASET_NAMES`), passing ``kw`` (``seed``, ``root``, ...) to its loader.
 
     Raises:
         ValueError: ``name`` is not a known data set (the message lists the known ones), or the
