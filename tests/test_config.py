@@ -28,7 +28,8 @@ MALFORMED = [
     ("name: x\n", r"space: missing field; give a registered space name"),
     (GOOD + "colour: blue\n", r"colour: unknown field; allowed fields: name, space, data"),
     (GOOD.replace("name: digits}", "name: imagenet-giant}"),
-     r"space\.name: must be a registered space \(digits, mnist1d, sparse-cell\) or 'package.module:Class', but got 'imagenet-giant'"),
+     r"space\.name: must be a registered space \(digits, ds-cnn, edsr-sr, mnist1d, mobilenetv2-cifar, resnet-cifar, sparse-cell, "
+     r"vgg-cifar\) or 'package.module:Class', but got 'imagenet-giant'"),
     (GOOD.replace("epochs: 2", "epochs: 0"), r"training\.epochs: must be an integer >= 1, but got 0"),
     (GOOD.replace("epochs: 2", "epochs: two"), r"training\.epochs: must be an integer >= 1, but got 'two'"),
     (GOOD.replace("name: udc", "name: darts"),

@@ -5,8 +5,13 @@ from nni.nas.nn.pytorch import ModelSpace
 
 from nni_udc._imports import import_named
 from nni_udc.spaces.digits import DigitsSpace
+from nni_udc.spaces.ds_cnn import DsCnnSpace
+from nni_udc.spaces.edsr_sr import EdsrSpace
 from nni_udc.spaces.mnist1d import Mnist1dSpace
+from nni_udc.spaces.mobilenetv2_cifar import MobileNetV2CifarSpace
+from nni_udc.spaces.resnet_cifar import ResNetCifarSpace
 from nni_udc.spaces.sparse_cell import SparseCellSpace
+from nni_udc.spaces.vgg_cifar import VggCifarSpace
 
 __all__ = ["SPACES", "resolve_space"]
 
@@ -15,6 +20,11 @@ SPACES: dict[str, tuple[type, tuple[int, ...]]] = {
     "digits": (DigitsSpace, (1, 8, 8)),
     "mnist1d": (Mnist1dSpace, (1, 40)),
     "sparse-cell": (SparseCellSpace, (1, 8, 8)),
+    "resnet-cifar": (ResNetCifarSpace, (3, 32, 32)),
+    "vgg-cifar": (VggCifarSpace, (3, 32, 32)),
+    "mobilenetv2-cifar": (MobileNetV2CifarSpace, (3, 32, 32)),
+    "ds-cnn": (DsCnnSpace, (1, 49, 10)),
+    "edsr-sr": (EdsrSpace, (3, 24, 24)),  # a low-resolution patch; the space is fully convolutional
 }
 
 
