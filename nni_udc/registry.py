@@ -180,6 +180,8 @@ DATASETS.register("cifar10", DatasetEntry((3, 32, 32), _lazy("nni_udc.data.cifar
                                           _lazy("nni_udc.data.cifar", "check_cifar10")))
 DATASETS.register("cifar100", DatasetEntry((3, 32, 32), _lazy("nni_udc.data.cifar", "load_cifar100_splits"),
                                            _lazy("nni_udc.data.cifar", "check_cifar100")))
+DATASETS.register("folder", DatasetEntry((3, 32, 32), _lazy("nni_udc.data.folder", "load_folder_splits"),
+                                         _lazy("nni_udc.data.folder", "check_folder")))
 
 
 # ----- the outer loop: samplers and variables ------------------------------------------------------------------

@@ -180,3 +180,70 @@ def test_cli_missing_root_is_a_config_error(tmp_path: Path, capsys: pytest.Captu
     assert line.startswith(f"nni-udc search: error: {file}: data: cifar10: data root {str(tmp_path)!r} has no "
                            "cifar-10-batches-py/data_batch_1; extract cifar-10-python.tar.gz"), line
     assert "\n" not in line
+
+
+# ----- image folders ------------------------------------------------------------------------------------------
+
+COLOURS = {"blue": (0, 0, 255), "green": (0, 255, 0), "red": (255, 0, 0)}
+
+
+def _png_folder(root: Path, split: str, per_class: int, rng: np.random.Generator,
+                suffix: str = ".png") -> None:
+    """``per_class`` 12x10 images per class: the class's colour plus noise, each image different."""
+    from PIL import Image
+
+    for name, colour in COLOURS.items():
+        folder = root / split / name
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            pixels = np.clip(np.array(colour) * 0.8 + rng.integers(0, 50, (12, 10, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}{suffix}")
+
+
+@pytest.fixture(scope="module")
+def image_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("images")
+    _png_folder(root, "train", 10, np.random.default_rng(1))
+    return root
+
+
+def test_folder_held_out_splits(image_root: Path) -> None:
+    splits = load_dataset("folder", root=image_root, size=8, val_fraction=0.2, test_fraction=0.1, seed=0)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (21, 6, 3)
+    assert splits.input_shape == (3, 8, 8) and splits.num_classes == 3
+    for x, y in (splits.train.tensors, splits.val.tensors, splits.test.tensors):
+        assert tuple(x.shape[1:]) == (3, 8, 8) and x.dtype == torch.float32
+        # labels follow the sorted class names (blue, green, red): each image is brightest in its colour
+        assert torch.equal(x.mean(dim=(2, 3)).argmax(dim=1), torch.tensor([2, 1, 0])[y])
+    assert torch.bincount(splits.val.tensors[1]).tolist() == [2, 2, 2]
+    again = load_dataset("folder", root=image_root, size=8, val_fraction=0.2, test_fraction=0.1, seed=0)
+    other = load_dataset("folder", root=image_root, size=8, val_fraction=0.2, test_fraction=0.1, seed=1)
+    assert torch.equal(again.val.tensors[0], splits.val.tensors[0])
+    assert not torch.equal(other.val.tensors[0], splits.val.tensors[0])
+
+
+def test_folder_given_val_and_test(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    _png_folder(tmp_path, "train", 4, rng)
+    _png_folder(tmp_path, "val", 2, rng, suffix=".jpg")
+    _png_folder(tmp_path, "test", 1, rng)
+    (tmp_path / "train" / "red" / "notes.txt").write_text("not an image")
+    splits = load_dataset("folder", root=tmp_path, size=[6, 5], channels=1, augment=True)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (12, 6, 3)
+    assert splits.input_shape == (1, 6, 5) and isinstance(splits.train, AugmentedImages)
+    assert splits.test.tensors[1].tolist() == [0, 1, 2]
+
+
+def test_folder_errors(tmp_path: Path, image_root: Path) -> None:
+    with pytest.raises(DataRootError, match=r"folder: data root '.*' has no train; put one folder of images per class "
+                                            r"there \(.*/train/<class>/\*\.png or \*\.jpg\)"):
+        load_dataset("folder", root=tmp_path)
+    (tmp_path / "train" / "cat").mkdir(parents=True)
+    with pytest.raises(DataRootError, match=r"train/cat holds no images"):
+        load_dataset("folder", root=tmp_path)
+    (tmp_path / "train" / "cat" / "0.png").write_bytes(b"not a png")
+    with pytest.raises(DataRootError, match=r"train/cat/0\.png is not a readable image"):
+        load_dataset("folder", root=tmp_path)
+    with pytest.raises(ConfigError, match=r"data: folder: size must be an integer >= 1 or \[height, width\], got 'big'"):
+        parse_config({"space": "digits", "data": {"name": "folder", "root": str(image_root), "args": {"size": "big"}}},
+                     "x.yaml")

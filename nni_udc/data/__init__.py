@@ -12,6 +12,7 @@ from typing import Any
 from nni_udc.data._split import DatasetSplits
 from nni_udc.data.cifar import load_cifar10_splits, load_cifar100_splits
 from nni_udc.data.digits import load_digits_splits
+from nni_udc.data.folder import load_folder_splits
 from nni_udc.data.mnist1d import load_mnist1d_splits
 from nni_udc.data.roots import DataRootError
 
@@ -23,6 +24,7 @@ __all__ = [
     "load_cifar100_splits",
     "load_dataset",
     "load_digits_splits",
+    "load_folder_splits",
     "load_mnist1d_splits",
 ]
 
