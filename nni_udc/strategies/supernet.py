@@ -31,7 +31,9 @@ import torch
 import torch.nn.functional as F
 from nni.mutable import Categorical, Mutable, MutableExpression, MutableList
 from nni.nas.nn.pytorch import MutableBatchNorm1d
+from nni.nas.oneshot.pytorch.supermodule._expression_utils import traverse_all_options
 from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
+from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedRepeat
 from nni.nas.oneshot.pytorch.supermodule.operation import MixedBatchNorm2d
 from torch import nn
 
@@ -63,6 +65,7 @@ __all__ = [
     "MixedCompressedOp",
     "MixedLowRank",
     "MixedQuant",
+    "MixedRepeat",
     "MixedSparse",
     "channel_alpha_key",
 ]
@@ -464,11 +467,33 @@ class MixedBatchNorm1d(MixedBatchNorm2d):
     bound_type = MutableBatchNorm1d
 
 
-#: Mutation hooks for every nni-udc module, and for the 1-D NNI mutables a 1-D space needs that NNI 3.0 does not
-#: mix (pass to any NNI differentiable strategy).
+class MixedRepeat(DifferentiableMixedRepeat):
+    """NNI's differentiable ``Repeat`` (a weighted sum of the outputs after each candidate depth), with depth 0.
+
+    NNI 3.0's ``DifferentiableMixedRepeat.forward`` (``nni/nas/oneshot/pytorch/supermodule/differentiable.py``)
+    collects the outputs after 1, 2, ... blocks only, so a ``Repeat`` whose depth may be 0 drops that candidate's
+    term, the input itself: at a one-hot depth 0 the supernet returned nothing of it and the sum's weights did not
+    add up to 1. Here the input joins the sum with depth 0's probability.
+    """
+
+    def forward(self, x: Any) -> Any:
+        weights = {label: self._softmax(alpha) for label, alpha in self._arch_alpha.items()}
+        depth_weights = dict(traverse_all_options(self.depth_choice, weights=weights))
+        outputs, probs, depths = ([x], [depth_weights[0]], [0]) if 0 in depth_weights else ([], [], [])
+        for depth, block in enumerate(self.blocks, start=1):
+            x = block(x)
+            if depth in depth_weights:
+                outputs.append(x)
+                probs.append(depth_weights[depth])
+                depths.append(depth)
+        return self._reduction(outputs, probs, depths)
+
+
+#: Mutation hooks for every nni-udc module, for the 1-D NNI mutables a 1-D space needs that NNI 3.0 does not mix,
+#: and for ``Repeat`` (depth 0 included; pass to any NNI differentiable strategy).
 MIXED_OPERATION_HOOKS = [
     MixedQuantConv1d.mutate, MixedQuantConv2d.mutate, MixedQuantLinear.mutate,
     MixedSparseConv1d.mutate, MixedSparseConv2d.mutate, MixedSparseLinear.mutate,
     MixedLowRankConv1d.mutate, MixedLowRankConv2d.mutate, MixedLowRankLinear.mutate,
-    MixedBatchNorm1d.mutate,
+    MixedBatchNorm1d.mutate, MixedRepeat.mutate,
 ]
