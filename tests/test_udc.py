@@ -34,7 +34,7 @@ from nni_udc.spaces import DigitsSpace
 from nni_udc.strategies import DASS, HALOC, UDC, ChannelMixedPrecision, ExpectedCost
 from nni_udc.strategies.architecture import most_probable
 from nni_udc.strategies.expected_cost import compile_expression
-from nni_udc.strategies.supernet import MixedCompressedOp
+from nni_udc.strategies.supernet import MixedCompressedOp, MixedRepeat
 
 warnings.filterwarnings("ignore")
 logging.getLogger("nni").setLevel(logging.ERROR)
@@ -272,7 +272,8 @@ def test_space_with_only_nni_mutables_behaves_like_nni_darts(tmp_path):
         _search(tmp_path / where, space, strategy, epochs=2)
         return strategy
 
-    darts = run(DARTS(arc_learning_rate=0.05), "darts")
+    # NNI 3.0's own mixed Repeat leaves depth 0 out (see MixedRepeat): DARTS takes the fixed one, as UDC does
+    darts = run(DARTS(arc_learning_rate=0.05, mutation_hooks=[MixedRepeat.mutate]), "darts")
     darts_sample = darts.oneshot_module.export()
     udc = run(UDC(weight=0.0, arc_learning_rate=0.05), "udc")
     assert udc.result.sample == darts_sample
