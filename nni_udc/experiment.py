@@ -454,6 +454,8 @@ def _write_baked(model: nn.Module | None, output: Path, input_shape: tuple[int, 
         files = save_torch(bake(model, torch.zeros(2, *input_shape)), output)
     except BakeError as error:
         return {"error": str(error)}
+    except Exception as error:  # model.pt is written: an unforeseen failure here must not lose the search
+        return {"error": f"{type(error).__name__}: {error}"}
     return {kind: path.name for kind, path in files.items()}
 
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from nni_udc.export.bake import BakedModel
+from nni_udc.export.bake import BakedModel, BakeError
 
 __all__ = ["RECORD_FORMAT", "export_program", "save_torch", "torch_file_names"]
 
@@ -47,9 +47,17 @@ def torch_file_names(stem: str = "model") -> dict[str, str]:
 
 
 def export_program(baked: BakedModel) -> torch.export.ExportedProgram:
-    """The baked model as a ``torch.export`` program whose batch size is free."""
+    """The baked model as a ``torch.export`` program whose batch size is free.
+
+    Raises:
+        BakeError: torch.export cannot export it (a forward whose shapes depend on the batch size, say).
+    """
     example = torch.zeros(2, *baked.record["input_shape"])
-    return torch.export.export(baked.module, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    try:
+        return torch.export.export(baked.module, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    except Exception as error:  # torch.export raises its own kinds (UserError, Unsupported, ...)
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise BakeError(f"torch.export cannot export the baked model ({type(error).__name__}: {first})") from None
 
 
 def save_torch(baked: BakedModel, out: str | Path, *, stem: str = "model",
