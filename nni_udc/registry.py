@@ -182,6 +182,9 @@ DATASETS.register("cifar100", DatasetEntry((3, 32, 32), _lazy("nni_udc.data.cifa
                                            _lazy("nni_udc.data.cifar", "check_cifar100")))
 DATASETS.register("folder", DatasetEntry((3, 32, 32), _lazy("nni_udc.data.folder", "load_folder_splits"),
                                          _lazy("nni_udc.data.folder", "check_folder")))
+DATASETS.register("speech-commands", DatasetEntry(
+    (1, 49, 10), _lazy("nni_udc.data.speech_commands", "load_speech_commands_splits"),
+    _lazy("nni_udc.data.speech_commands", "check_speech_commands")))
 
 
 # ----- the outer loop: samplers and variables ------------------------------------------------------------------

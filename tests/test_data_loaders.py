@@ -247,3 +247,98 @@ def test_folder_errors(tmp_path: Path, image_root: Path) -> None:
     with pytest.raises(ConfigError, match=r"data: folder: size must be an integer >= 1 or \[height, width\], got 'big'"):
         parse_config({"space": "digits", "data": {"name": "folder", "root": str(image_root), "args": {"size": "big"}}},
                      "x.yaml")
+
+
+# ----- Speech Commands -----------------------------------------------------------------------------------------
+
+TONES = {"yes": 500.0, "no": 2000.0, "cat": 1000.0}  # each word folder holds pure tones of one frequency
+
+
+def _wav(path: Path, samples: np.ndarray, rate: int = 16000) -> None:
+    import wave
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as file:
+        file.setnchannels(1)
+        file.setsampwidth(2)
+        file.setframerate(rate)
+        file.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+
+
+def _speech_root(root: Path, lists: bool) -> Path:
+    """Six speakers per word folder, clips of 0.8 s and 1.2 s (padded and cut), noise, and the list files."""
+    t = np.arange(int(1.2 * 16000)) / 16000
+    for word, hz in TONES.items():
+        for speaker in range(6):
+            length = int((0.8 if speaker % 2 else 1.2) * 16000)
+            _wav(root / word / f"spk{speaker}_nohash_0.wav", 0.5 * np.sin(2 * np.pi * hz * t[:length]))
+    _wav(root / "_background_noise_" / "white.wav", np.random.default_rng(0).normal(0, 0.1, 3 * 16000))
+    if lists:
+        (root / "validation_list.txt").write_text("".join(f"{w}/spk4_nohash_0.wav\n" for w in TONES))
+        (root / "testing_list.txt").write_text("".join(f"{w}/spk5_nohash_0.wav\n" for w in TONES))
+    return root
+
+
+@pytest.fixture(scope="module")
+def speech_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _speech_root(tmp_path_factory.mktemp("speech"), lists=True)
+
+
+def test_speech_commands_mfcc_splits(speech_root: Path) -> None:
+    splits = load_dataset("speech-commands", root=speech_root, words=["yes", "no"], unknown_fraction=0.5,
+                          silence_fraction=0.5)
+    assert splits.input_shape == (1, 49, 10) and splits.num_classes == 4  # yes, no, _unknown_, _silence_
+    # train: 8 keyword clips (speakers 0-3), 4 of the 4 'cat' clips as _unknown_, 4 silence clips
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (16, 4, 4)
+    assert torch.bincount(splits.train.tensors[1]).tolist() == [4, 4, 4, 4]
+    assert sorted(splits.val.tensors[1].tolist()) == sorted(splits.test.tensors[1].tolist()) == [0, 1, 2, 3]
+    x = splits.train.tensors[0]
+    assert x.shape == (16, 1, 49, 10) and torch.isfinite(x).all()
+    assert abs(float(x.mean())) < 1e-5 and abs(float(x.std(unbiased=False)) - 1) < 1e-4
+
+
+def test_speech_commands_tone_peaks_in_its_mel_band(speech_root: Path) -> None:
+    from nni_udc.data.features import mel_band_centres
+
+    splits = load_dataset("speech-commands", root=speech_root, words=["yes", "no", "cat"], unknown_fraction=0,
+                          silence_fraction=0, features="log-mel")
+    assert splits.input_shape == (1, 49, 40) and splits.num_classes == 3
+    x, y = splits.train.tensors
+    centres = mel_band_centres()
+    for label, hz in enumerate(TONES.values()):
+        # every frame of a clip that still sounds (the 0.8 s clips end at frame 38) peaks in the nearest band
+        peaks = x[y == label][:, 0, :38].argmax(dim=-1)
+        assert (peaks == int((centres - hz).abs().argmin())).all(), (hz, peaks)
+
+
+def test_speech_commands_speaker_split_without_lists(tmp_path: Path) -> None:
+    from nni_udc.data import speech_commands
+
+    root = _speech_root(tmp_path, lists=False)
+
+    def split_speakers(seed: int) -> tuple[list[int], torch.Tensor]:
+        speech_commands._load.cache_clear()  # read the files again: determinism, not the cache
+        s = load_dataset("speech-commands", root=root, words=["yes", "no"], unknown_fraction=0.0,
+                         silence_fraction=0.0, val_fraction=0.2, test_fraction=0.2, seed=seed)
+        # each speaker has one clip per word: a split holds whole speakers when its size is 2 per speaker
+        return [len(part) for part in (s.train, s.val, s.test)], s.val.tensors[0]
+
+    (sizes, val), (again, val_again), (_, val_other) = split_speakers(0), split_speakers(0), split_speakers(3)
+    assert sizes == again == [8, 2, 2]
+    assert torch.equal(val, val_again)
+    assert not torch.equal(val, val_other)
+
+
+def test_speech_commands_errors(tmp_path: Path, speech_root: Path) -> None:
+    with pytest.raises(DataRootError, match=r"speech-commands: data root '.*' has no yes; extract https://storage\."
+                                            r"googleapis\.com/download\.tensorflow\.org/data/speech_commands_v0\.02\."
+                                            r"tar\.gz into .* so that .*/<word>/\*\.wav exists"):
+        load_dataset("speech-commands", root=tmp_path)
+    _wav(tmp_path / "yes" / "a_nohash_0.wav", np.zeros(8000), rate=8000)
+    with pytest.raises(DataRootError, match=r"yes/a_nohash_0\.wav is sampled at 8000 Hz; the clips must be 16000 Hz"):
+        load_dataset("speech-commands", root=tmp_path, words=["yes"])
+    with pytest.raises(ConfigError, match=r"data: speech-commands: data root '.*' has no up; "):
+        parse_config({"space": "digits", "data": {"name": "speech-commands", "root": str(speech_root)}}, "x.yaml")
+    with pytest.raises(ConfigError, match=r"speech-commands: n_mfcc \(50\) must not exceed n_mels \(40\)"):
+        parse_config({"space": "digits", "data": {"name": "speech-commands", "root": str(speech_root),
+                                                  "args": {"words": ["yes"], "n_mfcc": 50}}}, "x.yaml")

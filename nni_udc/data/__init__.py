@@ -15,6 +15,7 @@ from nni_udc.data.digits import load_digits_splits
 from nni_udc.data.folder import load_folder_splits
 from nni_udc.data.mnist1d import load_mnist1d_splits
 from nni_udc.data.roots import DataRootError
+from nni_udc.data.speech_commands import load_speech_commands_splits
 
 __all__ = [
     "DATASET_NAMES",
@@ -26,6 +27,7 @@ __all__ = [
     "load_digits_splits",
     "load_folder_splits",
     "load_mnist1d_splits",
+    "load_speech_commands_splits",
 ]
 
 from nni_udc.registry import DATASETS
