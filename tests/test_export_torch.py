@@ -203,3 +203,6 @@ def test_export_command_writes_every_format_and_prints_the_table(digits_models, 
         main(["export", str(tmp_path / "model.pt"), "--out", str(tmp_path / "x")])
     assert exit_info.value.code == 2
     assert "input shape is unknown" in capsys.readouterr().err
+    save_torch(bake(digits_models[1], TEST_X[:2]), tmp_path)  # as a search writes beside model.pt: the shape is there
+    assert main(["export", str(tmp_path), "--format", "packed"]) == 0  # a run directory, default out: export/
+    assert (tmp_path / "export" / "model.nupk").is_file()
