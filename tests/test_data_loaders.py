@@ -342,3 +342,14 @@ def test_speech_commands_errors(tmp_path: Path, speech_root: Path) -> None:
     with pytest.raises(ConfigError, match=r"speech-commands: n_mfcc \(50\) must not exceed n_mels \(40\)"):
         parse_config({"space": "digits", "data": {"name": "speech-commands", "root": str(speech_root),
                                                   "args": {"words": ["yes"], "n_mfcc": 50}}}, "x.yaml")
+
+
+def test_traced_split_reads_a_root(cifar_root: Path) -> None:
+    # the traceable split NNI ships to trials passes root and args to the loader and divides train in two
+    from nni_udc.data.traced import BundledSplit
+
+    weights = BundledSplit("cifar10", "train", part="weights", root=str(cifar_root), val_fraction=0.2)
+    arch = BundledSplit("cifar10", "train", part="arch", root=str(cifar_root), val_fraction=0.2)
+    assert (len(weights), len(arch)) == (64, 16)
+    x, y = weights[0]
+    assert tuple(x.shape) == (3, 32, 32) and y.dtype == torch.int64
