@@ -77,8 +77,8 @@ def make_image_splits(name: str, train: Arrays, val: Arrays, test: Arrays, num_c
         ValueError: a channel of the train images is constant (nothing to standardise by).
     """
     def tensors(part: Arrays) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.from_numpy(np.ascontiguousarray(part[0])).to(torch.float32, copy=True)
-        return x, torch.as_tensor(np.asarray(part[1]), dtype=torch.int64)
+        x = torch.from_numpy(np.array(part[0], dtype=np.float32))  # a fresh, writable copy: normalised in place
+        return x, torch.from_numpy(np.array(part[1], dtype=np.int64))
 
     parts = [tensors(train), tensors(val), tensors(test)]
     x_train = parts[0][0]
