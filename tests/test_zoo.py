@@ -7,6 +7,7 @@ non-empty and made of models of the space; a one-epoch UDC search exports a mode
 from __future__ import annotations
 
 import random
+import re
 from typing import Any
 
 import nni
@@ -20,9 +21,9 @@ from torch.utils.data import TensorDataset
 
 from nni_udc.evaluators import CostProfiler, exact_costs
 from nni_udc.nn import MutableQuantConv2d, bits_choice
-from nni_udc.spaces import DsCnnSpace, ResNetCifarSpace
+from nni_udc.spaces import DsCnnSpace, MobileNetV2CifarSpace, ResNetCifarSpace
 from nni_udc.spaces.registry import SPACES
-from nni_udc.strategies import UDC, ExpectedCost
+from nni_udc.strategies import DASS, HALOC, UDC, ChannelMixedPrecision, ExpectedCost
 from nni_udc.strategies.supernet import MixedRepeat
 from nni_udc.strategies.uniform import uniform_grid
 
@@ -41,7 +42,7 @@ EXTREMES: dict[str, tuple[str | None, str | None]] = {
 COST_TABLES: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
     "resnet-cifar": ((1342, 4680), (43810, 355360)),
     "vgg-cifar": ((2306, 6160), (6306, 51744)),
-    "mobilenetv2-cifar": ((4562, 12632), (12354, 108064)),
+    "mobilenetv2-cifar": ((3938, 11000), (12354, 108064)),
     "ds-cnn": ((1244, 3808), (2044, 18624)),
     "edsr-sr": ((2852, 7728), (13788, 114624)),
 }
@@ -49,17 +50,32 @@ COST_TABLES: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
 
 def extreme(space: Any, large: bool, op: str | None) -> dict[str, Any]:
     """The smallest (``large=False``) or largest sample: fewest/most blocks and channels, fewest/most bits and rank,
-    most/no sparsity, and ``op`` (or the last dense candidate) in every ``LayerChoice``."""
+    most/no sparsity, and ``op`` (or the last dense candidate) in every ``LayerChoice``; the smallest keeps one group
+    of a per-channel layer's channels."""
     sample: dict[str, Any] = {}
     for label, choice in space.simplify().items():
         values = list(choice.values)
-        if all(isinstance(v, (int, float)) for v in values):
+        if re.search(r"_g\d+$", label) and not large:  # per-channel bits: keep one group, at the fewest bits
+            sample[label] = min(v for v in values if v) if label.endswith("_g0") else 0
+        elif all(isinstance(v, (int, float)) for v in values):
             sparse = label.startswith("s")
             sample[label] = (min(values) if large == sparse else max(values))
         else:
             dense = [v for v in values if v != "sparse"]
             sample[label] = op if op is not None else dense[-1]
     return sample
+
+
+def _samples(space: Any, n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` random samples that keep a group of every per-channel layer (removing all is no model)."""
+    def keeps(sample: dict[str, Any]) -> bool:
+        layers: dict[str, bool] = {}
+        for label, value in sample.items():
+            if re.search(r"_g\d+$", label):
+                layer = label.rsplit("_g", 1)[0]
+                layers[layer] = layers.get(layer, False) or bool(value)
+        return all(layers.values())
+    return random_samples(space, n, seed=seed, keep=keeps)
 
 
 def _output_shape(name: str, batch: int) -> tuple[int, ...]:
@@ -72,7 +88,7 @@ def _output_shape(name: str, batch: int) -> tuple[int, ...]:
 def test_random_samples_freeze_and_run_with_the_right_output_shape(name):
     space_cls, shape = SPACES[name]
     space = space_cls()
-    for sample in random_samples(space, 3, seed=1):
+    for sample in _samples(space, 3, seed=1):
         model = space.freeze(sample).eval()
         assert model(torch.randn(2, *shape)).shape == _output_shape(name, 2), sample
 
@@ -86,7 +102,7 @@ def test_exact_cost_equals_nni_expression_and_expected_cost_at_one_hot(name):
     for cost in ("memory_bits", "bitops"):
         expression = CostProfiler(space, x, cost).expression
         expected = ExpectedCost(expression)
-        samples = random_samples(space, 3, seed=2) + [extreme(space, large, op) for large, op in
+        samples = _samples(space, 3, seed=2) + [extreme(space, large, op) for large, op in
                                                        zip((False, True), EXTREMES[name])]
         for sample in samples:
             exact = exact_costs(space.freeze(sample), x, [cost])[cost]
@@ -105,7 +121,7 @@ def test_cost_tables_of_the_docstrings(name):
         assert f"{round(params):,}".replace(",", " ") in space_cls.__doc__
         assert f"{round(memory):,}".replace(",", " ") in space_cls.__doc__
     # the table's extremes bound random samples
-    for sample in random_samples(space, 4, seed=3):
+    for sample in _samples(space, 4, seed=3):
         memory = exact_costs(space.freeze(sample), torch.zeros(1, *shape), ["memory_bits"])["memory_bits"]
         assert COST_TABLES[name][0][1] <= memory <= COST_TABLES[name][1][1], sample
 
@@ -135,17 +151,30 @@ def _supernet(space: Any, x: torch.Tensor, **kwargs: Any) -> UDC:
     return strategy
 
 
-@pytest.mark.parametrize("make", [lambda: ResNetCifarSpace(widths=((4,), (8,), (8,))), lambda: DsCnnSpace(width=8)],
-                         ids=["resnet-cifar", "ds-cnn"])
-def test_supernet_at_one_hot_computes_the_frozen_model(make):
+@pytest.mark.parametrize("name, make", [
+    ("resnet-cifar", lambda: ResNetCifarSpace(widths=((4,), (8,), (8,)))),
+    pytest.param("mobilenetv2-cifar", lambda: MobileNetV2CifarSpace(stem=4, stages=((4, 2, 1), (8, 1, 2)), last_channels=8,
+                                                                     last_groups=2), marks=pytest.mark.slow),  # 12-30 s
+    ("ds-cnn", lambda: DsCnnSpace(width=8)),
+])
+def test_supernet_at_one_hot_computes_the_frozen_model(name, make):
     torch.manual_seed(0)
     space = make()
-    x = torch.randn(2, *SPACES[{ResNetCifarSpace: "resnet-cifar", DsCnnSpace: "ds-cnn"}[type(space)]][1])
+    x = torch.randn(2, *SPACES[name][1])
     strategy = _supernet(space, x)
-    for sample in random_samples(make(), 3, seed=4):
+    for sample in _samples(make(), 3, seed=4):
         strategy.distribution.set(sample)
         frozen = space.freeze(sample).eval()
         assert torch.allclose(space(x), frozen(x), atol=1e-4), sample
+
+
+@pytest.mark.parametrize("preset, names", [(HALOC, ["resnet-cifar", "vgg-cifar"]), (DASS, ["mobilenetv2-cifar"]),
+                                           (ChannelMixedPrecision, ["mobilenetv2-cifar"])])
+def test_presets_accept_the_spaces_of_their_papers(preset, names):
+    for name in names:
+        preset().check_space(SPACES[name][0]())
+    with pytest.raises(ValueError, match="DsCnnSpace has no"):  # DS-CNN has no rank, sparse op or channel choice
+        preset().check_space(DsCnnSpace())
 
 
 # ----- NNI 3.0's differentiable Repeat leaves depth 0 out (nni_udc.strategies.supernet.MixedRepeat) ------------

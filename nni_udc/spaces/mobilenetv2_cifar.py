@@ -8,8 +8,10 @@ Searchable: each stage's depth (NNI ``Repeat``, label ``depth{s}``, from 1 block
 DASS's sparse block (all three convs DASS :class:`~nni_udc.nn.MutableSparseConv2d`, sparsity ``sd_{name}``, at
 the largest expansion and the smallest kernel); the weight bits of the pointwise convs (``b_{name}``) and of the
 depthwise conv (``bdw_{name}``), and the sparsity of each (``s_{name}``, ``sdw_{name}``), each label shared by the
-block's candidates. Widths are those of ``stages``: a depthwise conv's ``groups`` follows its width, and the
-one-shot mixed op (:mod:`nni_udc.strategies.supernet`) cannot search ``groups``.
+block's candidates; the 1×1 conv before the classifier has a bit-width per group of channels (labels
+``last_g{i}``, 0 removes the group, and the classifier drops its inputs: the channel-wise mixed precision of
+:class:`~nni_udc.strategies.ChannelMixedPrecision`). Widths are those of ``stages``: a depthwise conv's ``groups``
+follows its width, and the one-shot mixed op (:mod:`nni_udc.strategies.supernet`) cannot search ``groups``.
 ``MobileNetV2CifarSpace(stem=32, stages=MOBILENETV2_STAGES, last_channels=1280)`` is MobileNetV2 for CIFAR
 (stride 1 in the stem and the second stage).
 """
@@ -22,7 +24,14 @@ import torch
 from nni.nas.nn.pytorch import LayerChoice, ModelSpace, Repeat
 from torch import nn
 
-from nni_udc.nn import MutableQuantConv2d, MutableQuantLinear, MutableSparseConv2d, bits_choice, sparsity_choice
+from nni_udc.nn import (
+    MutableQuantConv2d,
+    MutableQuantLinear,
+    MutableSparseConv2d,
+    bits_choice,
+    channel_bits_choice,
+    sparsity_choice,
+)
 
 __all__ = ["MOBILENETV2_STAGES", "MobileNetV2CifarSpace"]
 
@@ -96,6 +105,8 @@ class MobileNetV2CifarSpace(ModelSpace, label_prefix=None):  # type: ignore[call
         sparsity: candidate sparsity ratios of the dense blocks' convs (pointwise and depthwise labels apart).
         dass_sparsity: candidate sparsity ratios of DASS's sparse block.
         last_channels: channels of the 1×1 conv before the classifier.
+        last_groups: groups of that conv's channels that take one bit-width each (labels ``last_g{i}``).
+        channel_bits: candidate bit-widths of those groups (0 removes a group).
         act_bits: activation bits of the layers after a ReLU6 (fixed; 32 = float).
         num_classes: classifier outputs.
 
@@ -104,12 +115,12 @@ class MobileNetV2CifarSpace(ModelSpace, label_prefix=None):  # type: ignore[call
     ============  ===========  =============
     sample        params       memory_bits
     ============  ===========  =============
-    smallest      4 562        12 632
+    smallest      3 938        11 000
     largest       12 354       108 064
     ============  ===========  =============
 
-    (smallest: one block per stage, every block the sparse one at the largest sparsity, 2 bits; largest: most
-    blocks, ``e{max}k{max}`` at 8 bits, no sparsity.)
+    (smallest: one block per stage, every block the sparse one at the largest sparsity, 2 bits, one group of the
+    last conv's channels kept; largest: most blocks, ``e{max}k{max}`` at 8 bits, no sparsity.)
 
     Example:
         >>> space = MobileNetV2CifarSpace()
@@ -123,8 +134,8 @@ class MobileNetV2CifarSpace(ModelSpace, label_prefix=None):  # type: ignore[call
     def __init__(self, stem: int = 8, stages: Sequence[tuple[int, int, int]] = ((8, 1, 1), (12, 2, 2), (16, 2, 2)),
                  expansions: Sequence[int] = (2, 4), kernel_sizes: Sequence[int] = (3, 5),
                  weight_bits: Sequence[int] = (2, 4, 8), sparsity: Sequence[float] = (0.0, 0.5),
-                 dass_sparsity: Sequence[float] = (0.5, 0.75), last_channels: int = 32, act_bits: int = 8,
-                 num_classes: int = 10) -> None:
+                 dass_sparsity: Sequence[float] = (0.5, 0.75), last_channels: int = 32, last_groups: int = 4,
+                 channel_bits: Sequence[int] = (0, 2, 4, 8), act_bits: int = 8, num_classes: int = 10) -> None:
         super().__init__()
         if not kernel_sizes or any(not isinstance(k, int) or k < 1 or k % 2 == 0 for k in kernel_sizes):
             raise ValueError(f"kernel_sizes must be odd positive integers, but got {kernel_sizes!r}")
@@ -132,6 +143,8 @@ class MobileNetV2CifarSpace(ModelSpace, label_prefix=None):  # type: ignore[call
             raise ValueError(f"expansions must be positive integers, but got {expansions!r}")
         if not stages or any(len(s) != 3 or min(s) < 1 or s[2] > 2 for s in stages):
             raise ValueError(f"stages must be (channels, most blocks, stride 1 or 2) triples, but got {stages!r}")
+        if not isinstance(last_groups, int) or not 1 <= last_groups <= last_channels or last_channels % last_groups:
+            raise ValueError(f"last_groups must divide last_channels ({last_channels}), but got {last_groups!r}")
         options = _Options(expansions, kernel_sizes, weight_bits, sparsity, dass_sparsity, act_bits)
         # the image itself is not quantised: the stem keeps float inputs
         self.stem = _conv_bn(MutableQuantConv2d(3, stem, 3, padding=1, bias=False,
@@ -144,10 +157,11 @@ class MobileNetV2CifarSpace(ModelSpace, label_prefix=None):  # type: ignore[call
                 (1, most), label=f"depth{s}"))
             cin = cout
         self.blocks = nn.Sequential(*blocks)
+        kept = channel_bits_choice("last", last_channels, channel_bits, group_size=last_channels // last_groups)
         self.last = _conv_bn(MutableQuantConv2d(cin, last_channels, 1, bias=False, act_bits=act_bits, act_signed=False,
-                                                weight_bits=bits_choice("b_last", weight_bits)), last_channels, True)
+                                                weight_bits=kept), last_channels, True)
         self.head = MutableQuantLinear(last_channels, num_classes, weight_bits=bits_choice("b_head", weight_bits),
-                                       act_bits=act_bits, act_signed=False)
+                                       act_bits=act_bits, act_signed=False, in_channel_bits=kept)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.last(self.blocks(self.stem(x))).mean((2, 3)))
