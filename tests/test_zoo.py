@@ -21,8 +21,11 @@ from torch.utils.data import TensorDataset
 
 from nni_udc.evaluators import CostProfiler, exact_costs
 from nni_udc.nn import MutableQuantConv2d, bits_choice
-from nni_udc.spaces import DsCnnSpace, MobileNetV2CifarSpace, ResNetCifarSpace
+from nni_udc.spaces import DsCnnSpace, EdsrSpace, MobileNetV2CifarSpace, ResNetCifarSpace, VggCifarSpace
+from nni_udc.spaces.mobilenetv2_cifar import MOBILENETV2_STAGES
 from nni_udc.spaces.registry import SPACES
+from nni_udc.spaces.resnet_cifar import RESNET20_WIDTHS
+from nni_udc.spaces.vgg_cifar import VGG16
 from nni_udc.strategies import DASS, HALOC, UDC, ChannelMixedPrecision, ExpectedCost
 from nni_udc.strategies.supernet import MixedRepeat
 from nni_udc.strategies.uniform import uniform_grid
@@ -249,3 +252,32 @@ def test_one_epoch_udc_search_exports_a_model_within_target(tmp_path, name, make
     assert result.costs["memory_bits"] <= 0.3 * result.reference_costs["memory_bits"]
     assert exact_costs(model, torch.zeros(1, *shape), ["memory_bits"]) == {"memory_bits": result.costs["memory_bits"]}
     assert model(torch.randn(2, *shape)).shape == (2, num_classes)
+
+
+# ----- the papers' networks are samples of the spaces at their arguments ------------------------------------------
+
+def _largest(space: Any, op: str | None) -> Any:
+    return space.freeze(extreme(space, True, op))
+
+
+def test_resnet20_is_a_sample_of_resnet_cifar():
+    model = _largest(ResNetCifarSpace(widths=RESNET20_WIDTHS, max_depth=3), "conv")
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert sum(m.kernel_size == (3, 3) for m in convs) == 19 and len(convs) == 21  # + two 1×1 shortcuts
+    # stem 3·16·9, stage 1: 6 × 16·16·9, stage 2: 16·32·9 + 5 × 32·32·9 + 16·32, stage 3 likewise, classifier 64·10 + 10
+    params = 432 + 6 * 2304 + (4608 + 5 * 9216 + 512) + (18432 + 5 * 36864 + 2048) + 650
+    assert params == 270906 and exact_costs(model, torch.zeros(1, 3, 32, 32), ["params"]) == {"params": params}
+
+
+def test_paper_scale_networks_run_with_their_sizes():
+    vgg = _largest(VggCifarSpace(config=VGG16), "conv")
+    convs = 3 * 64 + 64 * 64 + 64 * 128 + 128 * 128 + 128 * 256 + 2 * 256 * 256 + 256 * 512 + 5 * 512 * 512
+    assert exact_costs(vgg, torch.zeros(1, 3, 32, 32), ["params"])["params"] == 9 * convs + 512 * 10 + 10
+    mobilenet = _largest(MobileNetV2CifarSpace(stem=32, stages=MOBILENETV2_STAGES, expansions=(6,), last_channels=1280),
+                         None)
+    assert mobilenet.eval()(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+    ds_cnn = _largest(DsCnnSpace(width=64, max_depth=4), None)
+    # stem 64·10·4, four blocks of a 3×3 depthwise (64·9) and a pointwise (64·64), classifier 64·12 + 12
+    assert exact_costs(ds_cnn, torch.zeros(1, 1, 49, 10), ["params"])["params"] == 2560 + 4 * (576 + 4096) + 780
+    edsr = _largest(EdsrSpace(scale=4, widths=(64,), max_depth=16), None)
+    assert edsr.eval()(torch.zeros(1, 3, 12, 12)).shape == (1, 3, 48, 48)
