@@ -75,12 +75,13 @@ def test_baked_digits_models_predict_as_the_searched_models(digits_models):
 
 
 @torch.no_grad()
-def test_baked_weights_are_the_integer_form_and_removed_logits_keep_their_bias(digits_models):
-    model = digits_models[0]  # head_g0 = 0: logits 0..4 removed, the model's output: kept (as bias only)
+def test_baked_weights_are_the_integer_form_and_removed_logits_output_nothing(digits_models):
+    model = digits_models[0]  # head_g0 = 0: logits 0..4 removed, the model's output: kept as zeros
     baked = bake(model, TEST_X[:4])
     head = integer_layers(model)["head"]
     assert torch.equal(baked.module.head.weight, head.dequantize())  # no BatchNorm after the head: no folding
-    assert torch.equal(baked.module.head.bias[:5], model.head.bias[:5])  # what the searched model outputs there
+    assert not baked.module.head.bias[:5].any() and model.head.bias[:5].any()  # the searched layer outputs 0 there too
+    assert not model(TEST_X[:4])[:, :5].any()
     entry = baked.record["layers"]["head"]["tensors"]["head"]
     assert entry["removed_channels"] == [0, 1, 2, 3, 4] and entry["kept_channels"] is None
     assert baked.record["layers"]["stem.0"]["folded_batchnorm"] == ["stem.1"]
@@ -127,8 +128,8 @@ def test_a_torchvision_model_bakes_with_its_removed_channels_gone(mobilenet):
     assert baked.module.get_submodule("model.classifier.0").weight.shape == (1024 - 128, 576)
     assert baked.module.get_submodule("model.classifier.3").weight.shape == (10, 1024 - 128)
     entry = baked.record["layers"]["model.classifier.0"]["tensors"]["model.classifier.0"]
-    # the removed channels carried a constant (hardswish of their bias): folded into classifier.3's bias
-    assert entry["bias_from_removed_inputs"] == ["model.classifier.3"]
+    # the removed channels output 0 (no weights, no bias) and hardswish(0) = 0: nothing to fold downstream
+    assert entry["bias_from_removed_inputs"] == []
     agree, diff = agreement(baked.module(x), model(x))
     assert agree == 1.0 and diff < 1e-3, diff
     assert not any(isinstance(m, nn.BatchNorm2d) for m in baked.module.modules())  # every BatchNorm followed a conv

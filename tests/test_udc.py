@@ -159,6 +159,7 @@ def test_one_hot_supernet_computes_what_the_exported_model_computes():
         strategy.distribution.set(sample)
         frozen = space.freeze(sample)
         assert torch.allclose(space(x), frozen(x), atol=1e-5), sample
+        assert torch.allclose(space.a(x), frozen.a(x), atol=1e-5), sample  # removed channels: 0, bias included
 
 
 def test_tied_labels_share_one_parameter():

@@ -192,12 +192,9 @@ def _insert_activation(graph: fx.Graph, node: fx.Node, act: dict[str, Any]) -> N
 
 
 def _bias(form: IntegerWeights, searched: torch.Tensor | None) -> torch.Tensor | None:
-    """The integer form's bias, with the searched layer's bias on removed channels: the searched model outputs it
-    there (a constant), and the integer form leaves it out."""
-    if searched is None or form.bias is None:
-        return form.bias
-    removed = torch.tensor([b == 0 for b in form.bits])
-    return torch.where(removed, searched.detach().float(), form.bias)
+    """The integer form's bias: zero on removed channels, which the searched layer does not output either
+    (:meth:`~nni_udc.nn.quant.QuantLinear.compressed_bias`)."""
+    return form.bias
 
 
 def _replace_layers(gm: fx.GraphModule, record: dict[str, Any], scale_bits: int) -> dict[str, IntegerWeights]:

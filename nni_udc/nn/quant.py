@@ -32,10 +32,11 @@ __all__ = ["ActivationQuantizer", "MutableQuantConv1d", "MutableQuantConv2d", "M
 class ActivationQuantizer(nn.Module):
     """PACT activation fake-quantiser with a learnable clipping range that always stays positive.
 
-    The clip starts at the largest magnitude of the first *training* batch it sees (or at
-    ``init_clip`` when it is given; an evaluation pass before training uses its own batch's range and fixes nothing), then learns as ``clip = exp(log_clip)``: an optimiser step changes
-    it by a factor, never through zero. (A plain clip parameter, moved by Adam's fixed-size steps, was
-    driven to ``<= 0`` in 8 of 32 uniform trainings, and every activation then quantised to 0.)
+    The clip starts at the largest magnitude of the first *training* batch it sees (or at ``init_clip`` when it
+    is given; an evaluation pass before training uses its own batch's range and fixes nothing), then learns as
+    ``clip = exp(log_clip)``: an optimiser step changes it by a factor, never through zero. (A plain clip
+    parameter, moved by Adam's fixed-size steps, was driven to ``<= 0`` in 8 of 32 uniform trainings, and every
+    activation then quantised to 0.)
     ``bits=32`` is the identity.
 
     Example:
@@ -121,6 +122,14 @@ class _Compressed(nn.Module):
         mask[:, kept] = magnitude_mask(w[:, kept], self.sparsity) if self.sparsity > 0 else 1.0
         return fake_quantize_weight(w * mask, self.weight_bits)
 
+    def compressed_bias(self) -> torch.Tensor | None:
+        """The bias used: zero on removed (0-bit) output channels, which store nothing, so that the layer, its
+        cost and its exported file agree (a removed channel outputs exactly 0)."""
+        bias: torch.Tensor | None = getattr(self, "bias", None)
+        if bias is None or not isinstance(self.weight_bits, list) or all(b > 0 for b in self.weight_bits):
+            return bias
+        return bias * torch.tensor([float(b > 0) for b in self.weight_bits], dtype=bias.dtype, device=bias.device)
+
     def _compression_repr(self) -> str:
         kept_inputs = "" if self.in_channel_bits is None else f", kept_inputs={int(self.input_mask.sum())}"
         return f"weight_bits={self.weight_bits}, act_bits={self.act_bits}, sparsity={self.sparsity}{kept_inputs}"
@@ -145,7 +154,7 @@ class _QuantConv(_Compressed):
         self._setup_compression(in_channels, out_channels, weight_bits, act_bits, sparsity, act_signed, in_channel_bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(self.act_quant(x), self.compressed_weight(), self.bias)
+        return self._conv_forward(self.act_quant(x), self.compressed_weight(), self.compressed_bias())
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self._compression_repr()}"
@@ -157,7 +166,7 @@ class QuantConv1d(_QuantConv, nn.Conv1d):
     Example:
         >>> conv = QuantConv1d(1, 8, 5, padding=2, weight_bits=[4] * 6 + [0, 0], act_bits=8, sparsity=0.5)
         >>> y = conv(torch.randn(2, 1, 40))
-        >>> y.shape, bool((y[:, 6:] == conv.bias[6:, None]).all())   # channels 6 and 7 removed: bias only
+        >>> y.shape, bool((y[:, 6:] == 0).all())   # channels 6 and 7 removed: they output nothing
         (torch.Size([2, 8, 40]), True)
     """
 
@@ -177,8 +186,8 @@ class QuantLinear(_Compressed, nn.Linear):
 
     Example:
         >>> fc = QuantLinear(16, 4, weight_bits=[8, 4, 0, 2])
-        >>> fc(torch.randn(2, 16))[:, 2].abs().max().item() == abs(fc.bias[2].item())
-        True
+        >>> fc(torch.randn(2, 16))[:, 2].abs().max().item()   # output 2 removed: no weights, no bias
+        0.0
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
@@ -188,7 +197,7 @@ class QuantLinear(_Compressed, nn.Linear):
         self._setup_compression(in_features, out_features, weight_bits, act_bits, sparsity, act_signed, in_channel_bits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(self.act_quant(x), self.compressed_weight(), self.bias)
+        return F.linear(self.act_quant(x), self.compressed_weight(), self.compressed_bias())
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self._compression_repr()}"

@@ -354,11 +354,21 @@ class MixedQuant(MixedCompressedOp):
             w = w * keep
         return self._quantize(self._sparse(w))
 
+    def _mixed_bias(self) -> torch.Tensor | None:
+        """The bias weighted per output channel by the probability that the channel is kept: a removed (0-bit)
+        channel of the frozen layer outputs nothing (:meth:`~nni_udc.nn.quant.QuantLinear.compressed_bias`)."""
+        bias = self.op.bias
+        if bias is None or "weight_bits" not in self._channel:
+            return self.op.compressed_bias()
+        values, p = self._channel_probs("weight_bits")
+        removed = [k for k, b in enumerate(values) if b == 0]
+        return bias * (1 - p[removed].sum(0)) if removed else bias
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, w = self._activation(x), self.mixed_weight()
+        x, w, b = self._activation(x), self.mixed_weight(), self._mixed_bias()
         if isinstance(self.op, _CONV):
-            return self._out_mask(self.op._conv_forward(x, w, self.op.bias), "out_channels", 1)
-        return self._out_mask(F.linear(x, w, self.op.bias), "out_features", -1)
+            return self._out_mask(self.op._conv_forward(x, w, b), "out_channels", 1)
+        return self._out_mask(F.linear(x, w, b), "out_features", -1)
 
     def _frozen_extra_state(self, args: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         if self.act_quants is None:
