@@ -162,6 +162,23 @@ def test_one_hot_supernet_computes_what_the_exported_model_computes():
         assert torch.allclose(space.a(x), frozen.a(x), atol=1e-5), sample  # removed channels: 0, bias included
 
 
+@torch.no_grad()
+def test_one_hot_supernet_at_a_narrower_width_quantises_and_prunes_like_the_frozen_model():
+    """A narrow frozen conv takes its per-channel scales and magnitude threshold from its own weights only; the
+    supernet must too, or it misjudges every narrow low-bit model (0.079 apart on an EDSR space before)."""
+    space, strategy, _ = _supernet(DigitsSpace)
+    x = torch.randn(4, 1, 8, 8)
+    space.train()
+    space(x)  # initialise the activation clips
+    space.eval()
+    for width, bits, sparsity in ((8, 2, 0.75), (16, 4, 0.5)):
+        sample = {**{label: c.values[0] for label, c in strategy.distribution.choices.items()},
+                  "width": width, "b_block": bits, "b_down": bits, "s_block": sparsity, "s_down": sparsity, "op": "conv"}
+        strategy.distribution.set(sample)
+        frozen = space.freeze(sample).eval()
+        assert torch.allclose(space(x), frozen(x), atol=1e-5), sample
+
+
 def test_tied_labels_share_one_parameter():
     space, strategy, _ = _supernet()
     q1, q3 = space.q1, space.q3

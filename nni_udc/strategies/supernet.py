@@ -279,15 +279,18 @@ class MixedCompressedOp(BaseSuperNetModule):
                 own[key].copy_(value)
 
     # ----- shared forward pieces ---------------------------------------------------------------------
-    def _quantize(self, w: torch.Tensor) -> torch.Tensor:
-        """``Σ_b p_b · Q_b(w)`` over the weight-bit candidates (per channel: p per output channel)."""
+    def _quantize(self, w: torch.Tensor, rows: int | None = None) -> torch.Tensor:
+        """``Σ_b p_b · Q_b(w)`` over the weight-bit candidates (per channel: p per output channel); ``rows``: ``w``
+        holds only the first ``rows`` output channels (a narrower width)."""
         view = (-1,) + (1,) * (w.dim() - 1)
         if "weight_bits" in self._channel:
             values, p = self._channel_probs("weight_bits")
+            p = p[:, :rows] if rows is not None else p
             return sum(p[k].view(view) * fake_quantize_weight(w, b) for k, b in enumerate(values) if b > 0)  # type: ignore[return-value]
         weights = self._weights("weight_bits")
         if weights is None:
-            return fake_quantize_weight(w, self.op.weight_bits)
+            bits = self.op.weight_bits
+            return fake_quantize_weight(w, bits[:rows] if isinstance(bits, list) and rows is not None else bits)
         return sum(p * fake_quantize_weight(w, b) for b, p in weights)  # type: ignore[return-value]
 
     def _out_mask(self, y: torch.Tensor, name: str, dim: int) -> torch.Tensor:
@@ -302,6 +305,12 @@ class MixedCompressedOp(BaseSuperNetModule):
 
 #: The torch conv classes our conv modules derive from (a mixed op's output channels sit on dim 1 for these).
 _CONV = (nn.Conv1d, nn.Conv2d)
+
+
+def _pad_to(part: torch.Tensor, full: torch.Tensor) -> list[int]:
+    """``F.pad`` widths that put ``part`` (a leading slice of dims 0 and 1) back into ``full``'s shape."""
+    pad = [0, 0] * (full.dim() - 2)
+    return pad + [0, full.shape[1] - part.shape[1], 0, full.shape[0] - part.shape[0]]
 
 
 def _prefix_mask(weights: list[tuple[int, torch.Tensor]], size: int, like: torch.Tensor) -> torch.Tensor:
@@ -352,7 +361,20 @@ class MixedQuant(MixedCompressedOp):
         keep = self._input_keep(w)
         if keep is not None:
             w = w * keep
-        return self._quantize(self._sparse(w))
+        linear = not isinstance(self.op, _CONV)
+        widths_in = self._weights("in_features" if linear else "in_channels")
+        widths_out = self._weights("out_features" if linear else "out_channels")
+        if widths_in is None and widths_out is None:
+            return self._quantize(self._sparse(w))
+        # A narrower frozen layer prunes and quantises only its own weights: each output channel's scale and the
+        # magnitude threshold come from its slice. So each width pair is computed on its slice, zero-padded back,
+        # and the mixture weighs them: at one-hot the supernet computes what the frozen layer computes.
+        mixed = torch.zeros_like(w)
+        for v_in, p_in in widths_in or [(w.shape[1], torch.ones(()))]:
+            for v_out, p_out in widths_out or [(w.shape[0], torch.ones(()))]:
+                part = self._quantize(self._sparse(w[:v_out, :v_in]), rows=v_out)
+                mixed = mixed + p_in * p_out * F.pad(part, _pad_to(part, w))
+        return mixed
 
     def _mixed_bias(self) -> torch.Tensor | None:
         """The bias weighted per output channel by the probability that the channel is kept: a removed (0-bit)
