@@ -263,7 +263,8 @@ def _evaluator(config: ExperimentConfig, output: Path, *, progress: bool, logger
     tb = TensorBoardLogger(str(output), name="tensorboard", version="") if logger else False
     return classification_evaluator(config.data.name, epochs=config.training.epochs,
                                     batch_size=config.training.batch_size, learning_rate=config.training.learning_rate,
-                                    seed=config.data.seed, logger=tb, enable_progress_bar=progress,
+                                    seed=config.data.seed, data_args=_data_args(config),
+                                    num_classes=_num_classes(config), logger=tb, enable_progress_bar=progress,
                                     arch_split=ARCH_SPLIT if config.strategy.one_shot else None,
                                     callbacks=[DivergenceCheck()])  # a diverged search stops at once
 
@@ -271,8 +272,20 @@ def _evaluator(config: ExperimentConfig, output: Path, *, progress: bool, logger
 def _finetune_loaders(config: ExperimentConfig) -> dict[str, Any]:
     from nni_udc.evaluators.lightning import data_loaders
 
-    train, val = data_loaders(config.data.name, batch_size=config.training.batch_size, seed=config.data.seed)
+    train, val = data_loaders(config.data.name, batch_size=config.training.batch_size, seed=config.data.seed,
+                              data_args=_data_args(config))
     return {"train_dataloaders": train, "val_dataloaders": val}
+
+
+def _data_args(config: ExperimentConfig) -> dict[str, Any]:
+    """The data set's loader arguments other than the seed (``root`` and ``args`` of the data section)."""
+    return {k: v for k, v in config.data.loader_arguments.items() if k != "seed"}
+
+
+def _num_classes(config: ExperimentConfig) -> int:
+    from nni_udc.data import load_dataset
+
+    return int(load_dataset(config.data.name, **config.data.loader_arguments).num_classes)
 
 
 def run_search(config: ExperimentConfig, *, target: float | None = None, weight: float | None = None,
@@ -315,7 +328,7 @@ def _search(config: ExperimentConfig, strategy: Any, output: Path, *, target: fl
 
     started = time.time()
     torch.manual_seed(config.seed)
-    splits = load_dataset(config.data.name, seed=config.data.seed)
+    splits = load_dataset(config.data.name, **config.data.loader_arguments)
     space = _space(config, splits.input_shape)
     evaluator = _evaluator(config, output, progress=progress, logger=logger)
     if config.strategy.one_shot:
@@ -366,7 +379,7 @@ def train_supernet(config: ExperimentConfig, *, epochs: int, output: str | Path 
         if path.exists():
             return path
         torch.manual_seed(config.seed)
-        splits = load_dataset(config.data.name, seed=config.data.seed)
+        splits = load_dataset(config.data.name, **config.data.loader_arguments)
         space = _space(config, splits.input_shape)
         strategy = STRATEGIES[config.strategy.name].make(
             cost=config.hardware.cost, hardware=config.hardware.target, weight=0.0, seed=config.seed,
@@ -375,7 +388,7 @@ def train_supernet(config: ExperimentConfig, *, epochs: int, output: str | Path 
         supernet = strategy.mutate_model(space)
         generator = torch.Generator().manual_seed(config.seed)
         loader = DataLoader(BundledSplit(config.data.name, "train", part="weights", arch_fraction=ARCH_SPLIT,
-                                         seed=config.data.seed),
+                                         **config.data.loader_arguments),
                             batch_size=config.training.batch_size, shuffle=True, generator=generator)
         try:
             train_single_path(supernet, strategy.distribution, loader, epochs=epochs,
@@ -477,7 +490,8 @@ def _baseline_settings(config: ExperimentConfig) -> dict[str, Any]:
     """What decides a baseline model's numbers: a file trained otherwise is not reused."""
     t = config.training
     settings = {"space": {"name": config.space.name, "args": config.space.args},
-                "data": {"name": config.data.name, "seed": config.data.seed}, "epochs": t.epochs + t.finetune_epochs,
+                "data": {"name": config.data.name, **config.data.loader_arguments},
+                "epochs": t.epochs + t.finetune_epochs,
                 "learning_rate": t.learning_rate, "batch_size": t.batch_size, "seed": config.seed,
                 "hardware": config.hardware.target, "cost": config.hardware.cost}
     return json.loads(json.dumps(settings))  # as the file holds them (tuples become lists)
@@ -491,7 +505,7 @@ class _Trainer:
         from nni_udc.data import load_dataset
 
         self.config = config
-        self.splits = load_dataset(config.data.name, seed=config.data.seed)
+        self.splits = load_dataset(config.data.name, **config.data.loader_arguments)
         torch.manual_seed(config.seed)  # plain modules of a space keep their initial weights when frozen
         self.space = _space(config, self.splits.input_shape)
 

@@ -5,6 +5,7 @@ wav clips with Speech Commands' list files) and reads them back through the load
 """
 from __future__ import annotations
 
+import json
 import os
 import pickle
 from pathlib import Path
@@ -353,3 +354,22 @@ def test_traced_split_reads_a_root(cifar_root: Path) -> None:
     assert (len(weights), len(arch)) == (64, 16)
     x, y = weights[0]
     assert tuple(x.shape) == (3, 32, 32) and y.dtype == torch.int64
+
+
+@pytest.mark.slow
+def test_a_search_runs_on_a_data_set_read_from_its_root(cifar_root: Path, tmp_path: Path) -> None:
+    """``nni-udc search`` passes ``data.root`` and ``data.args`` to every loader it builds, and the evaluator
+    counts the data set's own classes (CIFAR-100's 20 coarse ones, not the default 10)."""
+    from nni_udc.cli import main
+
+    file = tmp_path / "cifar.yaml"
+    file.write_text(
+        "space: {name: resnet-cifar, args: {num_classes: 20}}\n"
+        f"data: {{name: cifar100, root: {cifar_root}, args: {{augment: false, labels: coarse}}}}\n"
+        "training: {epochs: 1, finetune_epochs: 1, batch_size: 64}\n"
+        "strategy: {name: udc}\nsearch: {target: 0.5}\n"
+        f"output: {tmp_path / 'run'}\n")
+    assert main(["search", str(file)]) == 0
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["costs"]["memory_bits"] <= 0.5 * report["reference_costs"]["memory_bits"]
+    assert 0.0 <= report["test_accuracy"] <= 1.0

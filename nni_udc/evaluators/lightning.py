@@ -1,6 +1,7 @@
 """Lightning evaluators for NNI experiments on bundled data."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import nni
@@ -25,33 +26,39 @@ class FreshTrainerClassification(Classification):
         return super().evaluate(model)
 
 
-def data_loaders(dataset: str = "digits", *, batch_size: int = 64, seed: int = 0) -> tuple[DataLoader, DataLoader]:
-    """NNI-traceable loaders of the whole train split (shuffled) and the validation split."""
-    return (DataLoader(BundledSplit(dataset, "train", seed=seed), batch_size=batch_size, shuffle=True),
-            DataLoader(BundledSplit(dataset, "val", seed=seed), batch_size=512))
+def data_loaders(dataset: str = "digits", *, batch_size: int = 64, seed: int = 0,
+                 data_args: Mapping[str, Any] | None = None) -> tuple[DataLoader, DataLoader]:
+    """NNI-traceable loaders of the whole train split (shuffled) and the validation split; ``data_args`` go to the
+    data set's loader (``root`` and its own arguments, e.g. ``{'root': '/data/cifar', 'augment': False}``)."""
+    kw = dict(data_args or {})
+    return (DataLoader(BundledSplit(dataset, "train", seed=seed, **kw), batch_size=batch_size, shuffle=True),
+            DataLoader(BundledSplit(dataset, "val", seed=seed, **kw), batch_size=512))
 
 
 def classification_evaluator(dataset: str = "digits", *, epochs: int = 5, batch_size: int = 64,
                              learning_rate: float = 3e-3, weight_decay: float = 0.0, seed: int = 0,
                              num_classes: int = 10, arch_split: float | None = None,
+                             data_args: Mapping[str, Any] | None = None,
                              **trainer_kwargs: Any) -> FreshTrainerClassification:
     """An evaluator that trains on the train split and reports validation accuracy, on the CPU, quietly.
 
     ``arch_split`` (a fraction, e.g. 0.2) is for one-shot searches, which train the architecture on the
     evaluator's validation loader: the train split is divided, weights train on ``1 - arch_split`` of it and
     the architecture on the rest, and the real validation split stays unseen (see :func:`data_loaders`).
+    ``data_args`` go to the data set's loader (see :func:`data_loaders`).
 
     Example:
         >>> evaluator = classification_evaluator("digits", epochs=1)
         >>> type(evaluator).__name__
         'FreshTrainerClassification'
     """
+    kw = dict(data_args or {})
     if arch_split is None:
-        train, val = data_loaders(dataset, batch_size=batch_size, seed=seed)
+        train, val = data_loaders(dataset, batch_size=batch_size, seed=seed, data_args=kw)
     else:
-        train = DataLoader(BundledSplit(dataset, "train", part="weights", arch_fraction=arch_split, seed=seed),
+        train = DataLoader(BundledSplit(dataset, "train", part="weights", arch_fraction=arch_split, seed=seed, **kw),
                            batch_size=batch_size, shuffle=True)
-        val = DataLoader(BundledSplit(dataset, "train", part="arch", arch_fraction=arch_split, seed=seed),
+        val = DataLoader(BundledSplit(dataset, "train", part="arch", arch_fraction=arch_split, seed=seed, **kw),
                          batch_size=batch_size, shuffle=True)
     options: dict[str, Any] = dict(accelerator="cpu", enable_progress_bar=False, logger=False,
                                    enable_checkpointing=False, enable_model_summary=False)
