@@ -47,7 +47,7 @@ import copy
 import math
 import operator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -55,25 +55,11 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from nni_udc.export.integer import DEFAULT_SCALE_BITS, IntegerWeights, fold_batchnorm, integer_weights
-from nni_udc.nn import (
-    ActivationQuantizer,
-    LowRankConv1d,
-    LowRankConv2d,
-    LowRankLinear,
-    QuantConv1d,
-    QuantConv2d,
-    QuantLinear,
-    SparseConv1d,
-    SparseConv2d,
-    SparseLinear,
-)
+from nni_udc.nn import COMPRESSED_LAYERS, LOWRANK_LAYERS, QUANT_LAYERS, SPARSE_LAYERS, ActivationQuantizer
 
 __all__ = ["BakeError", "BakedModel", "bake"]
 
-_QUANT = (QuantConv1d, QuantConv2d, QuantLinear)
-_SPARSE = (SparseConv1d, SparseConv2d, SparseLinear)
-_LOWRANK = (LowRankConv1d, LowRankConv2d, LowRankLinear)
-_COMPRESSED = _QUANT + _SPARSE + _LOWRANK
+_QUANT, _SPARSE, _LOWRANK, _COMPRESSED = QUANT_LAYERS, SPARSE_LAYERS, LOWRANK_LAYERS, COMPRESSED_LAYERS
 _PLAIN_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
@@ -210,7 +196,7 @@ def _replace_layers(gm: fx.GraphModule, record: dict[str, Any], scale_bits: int)
         forms = integer_weights(path, layer, scale_bits=scale_bits)
         if isinstance(layer, _QUANT):
             entry["sparsity"] = layer.sparsity
-            entry["activation"] = act = _activation(layer.act_quant, path)
+            entry["activation"] = act = _activation(cast(ActivationQuantizer, layer.act_quant), path)
             if act is not None:
                 _insert_activation(gm.graph, node, act)
         elif isinstance(layer, _SPARSE):

@@ -62,17 +62,7 @@ from torch import nn
 from nni_udc.evaluators.costs import SCALE_BITS, SCALE_BITS_CHOICES
 from nni_udc.functional import fake_quantize_weight, magnitude_mask
 from nni_udc.functional.quant import FLOAT_BITS
-from nni_udc.nn import (
-    LowRankConv1d,
-    LowRankConv2d,
-    LowRankLinear,
-    QuantConv1d,
-    QuantConv2d,
-    QuantLinear,
-    SparseConv1d,
-    SparseConv2d,
-    SparseLinear,
-)
+from nni_udc.nn import LOWRANK_LAYERS, QUANT_LAYERS, SPARSE_LAYERS, LowRankConv1d, LowRankConv2d
 
 __all__ = ["DEFAULT_SCALE_BITS", "SCALE_BITS_CHOICES", "IntegerWeights", "fold_batchnorm", "integer_layers",
            "integer_weights", "qmax", "round_scales"]
@@ -289,9 +279,9 @@ def _float_layer(name: str, module: Any, scale_bits: int) -> list[IntegerWeights
 
 
 _CONVERTERS: tuple[tuple[tuple[type, ...], Any], ...] = (
-    ((QuantConv1d, QuantConv2d, QuantLinear), _quant_layer),
-    ((SparseConv1d, SparseConv2d, SparseLinear), _sparse_layer),
-    ((LowRankConv1d, LowRankConv2d, LowRankLinear), _lowrank_layer),
+    (QUANT_LAYERS, _quant_layer),
+    (SPARSE_LAYERS, _sparse_layer),
+    (LOWRANK_LAYERS, _lowrank_layer),
     ((nn.Conv1d, nn.Conv2d, nn.Linear), _float_layer),  # after the compressible subclasses of these
 )
 

@@ -30,6 +30,12 @@ from nni_udc.nn.sparse import (
     SparseLinear,
 )
 
+#: The plain (frozen) layers by family, for code that reads a found model (costs, export).
+QUANT_LAYERS: tuple[type, ...] = (QuantConv1d, QuantConv2d, QuantLinear)
+LOWRANK_LAYERS: tuple[type, ...] = (LowRankConv1d, LowRankConv2d, LowRankLinear)
+SPARSE_LAYERS: tuple[type, ...] = (SparseConv1d, SparseConv2d, SparseLinear)
+COMPRESSED_LAYERS: tuple[type, ...] = QUANT_LAYERS + LOWRANK_LAYERS + SPARSE_LAYERS
+
 #: The NNI twins by family, for code that looks for a kind of compression in a space.
 QUANT_MUTABLES: tuple[type, ...] = (MutableQuantConv1d, MutableQuantConv2d, MutableQuantLinear)
 LOWRANK_MUTABLES: tuple[type, ...] = (MutableLowRankConv1d, MutableLowRankConv2d, MutableLowRankLinear)
@@ -37,9 +43,13 @@ SPARSE_MUTABLES: tuple[type, ...] = (MutableSparseConv1d, MutableSparseConv2d, M
 COMPRESSIBLE_MUTABLES: tuple[type, ...] = QUANT_MUTABLES + LOWRANK_MUTABLES + SPARSE_MUTABLES
 
 __all__ = [
+    "COMPRESSED_LAYERS",
     "COMPRESSIBLE_MUTABLES",
+    "LOWRANK_LAYERS",
     "LOWRANK_MUTABLES",
+    "QUANT_LAYERS",
     "QUANT_MUTABLES",
+    "SPARSE_LAYERS",
     "SPARSE_MUTABLES",
     "ActivationQuantizer",
     "LowRankConv1d",
