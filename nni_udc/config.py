@@ -46,11 +46,13 @@ import yaml
 from nni_udc.registry import DATASETS, SAMPLERS, STRATEGIES, VARIABLES, Registry, Variable
 
 __all__ = [
+    "ACCELERATORS",
     "BASELINE",
     "MAX_INITIAL",
     "MAX_TRIALS",
     "MULTI_TRIAL",
     "ONE_SHOT",
+    "PRECISIONS",
     "ConfigError",
     "DataConfig",
     "ExperimentConfig",
@@ -160,6 +162,21 @@ class _Text:
         if not isinstance(value, str) or not value:
             raise _Invalid("a non-empty string" + (" (or null)" if self.optional else ""))
         if self.choices is not None and value not in self.choices:
+            raise _Invalid(f"one of {', '.join(self.choices)}")
+        return value
+
+
+#: Lightning's accelerator and precision names that the training loops accept
+ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps")
+PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "64-true")
+
+
+@dataclass(frozen=True)
+class _OneOf:
+    choices: tuple[str, ...]
+
+    def __call__(self, value: Any) -> str:
+        if not isinstance(value, str) or value not in self.choices:
             raise _Invalid(f"one of {', '.join(self.choices)}")
         return value
 
@@ -281,6 +298,10 @@ class TrainingConfig:
     learning_rate: float = _rule(0.01, _Number())
     finetune_epochs: int = _rule(4, _Integer(minimum=0))
     finetune_learning_rate: float | None = _rule(None, _Number(optional=True))
+    # Lightning's names; every training loop (supernet, fine-tune, multi-trial, baselines) follows them
+    accelerator: str = _rule("auto", _OneOf(ACCELERATORS))  # auto: cuda when available, else cpu
+    devices: int = _rule(1, _Integer())  # > 1: Lightning's DDP for the one-shot search
+    precision: str = _rule("32-true", _OneOf(PRECISIONS))
 
 
 @dataclass(frozen=True)

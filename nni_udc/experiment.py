@@ -52,7 +52,8 @@ from nni_udc.pareto.record import TrialRecord
 from nni_udc.registry import DATASETS, STRATEGIES
 
 __all__ = ["BaselineOutcome", "ParetoOutcome", "SearchOutcome", "build_strategy", "check_space", "quiet", "resolve_budget",
-           "run_baseline", "run_pareto", "run_search", "study_points"]
+           "run_baseline", "run_pareto", "run_search", "study_points",
+           "training_device"]
 
 #: fraction of the train split on which a one-shot search trains its architecture parameters
 ARCH_SPLIT = 0.2
@@ -253,6 +254,25 @@ def build_strategy(config: ExperimentConfig, *, target: float | None = None, wei
                           f"{clip(str(error))}") from None
 
 
+def training_device(config: ExperimentConfig) -> torch.device:
+    """The torch device of ``training.accelerator`` (``auto``: cuda when available, else cpu), for the plain
+    training loops; a device this machine lacks is a :class:`ConfigError` naming the file and the field.
+
+    Example:
+        >>> from nni_udc.config import parse_config
+        >>> training_device(parse_config({"space": "digits", "training": {"accelerator": "cpu"}}, "inline"))
+        device(type='cpu')
+    """
+    from nni_udc.evaluators.devices import DeviceUnavailable, torch_device
+
+    t = config.training
+    try:
+        return torch_device(t.accelerator, t.devices)
+    except DeviceUnavailable as error:
+        field = "training.devices" if "devices asked for" in str(error) else "training.accelerator"
+        raise ConfigError(f"{config.path}: {field}: {error}") from None
+
+
 def _evaluator(config: ExperimentConfig, output: Path, *, progress: bool, logger: bool) -> Any:
     """The search's evaluator; a one-shot search trains its architecture on a part of the train split
     (``ARCH_SPLIT``), so the validation split that chooses and reports stays unseen."""
@@ -260,11 +280,14 @@ def _evaluator(config: ExperimentConfig, output: Path, *, progress: bool, logger
 
     from nni_udc.evaluators.lightning import classification_evaluator
 
+    training_device(config)  # a missing GPU is a clear error here, not Lightning's traceback at fit time
     tb = TensorBoardLogger(str(output), name="tensorboard", version="") if logger else False
     return classification_evaluator(config.data.name, epochs=config.training.epochs,
                                     batch_size=config.training.batch_size, learning_rate=config.training.learning_rate,
                                     seed=config.data.seed, data_args=_data_args(config),
                                     num_classes=_num_classes(config), logger=tb, enable_progress_bar=progress,
+                                    accelerator=config.training.accelerator, devices=config.training.devices,
+                                    precision=config.training.precision,
                                     arch_split=ARCH_SPLIT if config.strategy.one_shot else None,
                                     callbacks=[DivergenceCheck()])  # a diverged search stops at once
 
@@ -392,7 +415,8 @@ def train_supernet(config: ExperimentConfig, *, epochs: int, output: str | Path 
                             batch_size=config.training.batch_size, shuffle=True, generator=generator)
         try:
             train_single_path(supernet, strategy.distribution, loader, epochs=epochs,
-                              learning_rate=config.training.learning_rate, seed=config.seed, progress=progress)
+                              learning_rate=config.training.learning_rate, seed=config.seed, progress=progress,
+                              device=training_device(config))
         except DivergedError as error:
             raise DivergedError(f"{config.path}: the shared supernet diverged: {error}; lower "
                                 f"training.learning_rate ({config.training.learning_rate:g})") from None
@@ -442,7 +466,7 @@ def _multi_trial(config: ExperimentConfig, space: Any, strategy: Any, evaluator:
     model = space.freeze(best.sample)
     scores = train_classifier(model, splits, epochs=max(config.training.epochs, config.training.finetune_epochs),
                               learning_rate=config.training.learning_rate, batch_size=config.training.batch_size,
-                              seed=config.seed)
+                              seed=config.seed, device=training_device(config))
     return model, best.sample, costs, reference, scores["val"]
 
 
@@ -505,6 +529,7 @@ class _Trainer:
         from nni_udc.data import load_dataset
 
         self.config = config
+        self.device = training_device(config)
         self.splits = load_dataset(config.data.name, **config.data.loader_arguments)
         torch.manual_seed(config.seed)  # plain modules of a space keep their initial weights when frozen
         self.space = _space(config, self.splits.input_shape)
@@ -519,7 +544,8 @@ class _Trainer:
             torch.manual_seed(self.config.seed)
             t = self.config.training
             scores = train_classifier(self.space.freeze(sample), self.splits, epochs=t.epochs + t.finetune_epochs,
-                                      learning_rate=t.learning_rate, batch_size=t.batch_size, seed=self.config.seed)
+                                      learning_rate=t.learning_rate, batch_size=t.batch_size, seed=self.config.seed,
+                                      device=self.device)
         finally:
             torch.set_num_threads(threads)
         return scores["val"], scores["test"], time.time() - started

@@ -38,9 +38,13 @@ def data_loaders(dataset: str = "digits", *, batch_size: int = 64, seed: int = 0
 def classification_evaluator(dataset: str = "digits", *, epochs: int = 5, batch_size: int = 64,
                              learning_rate: float = 3e-3, weight_decay: float = 0.0, seed: int = 0,
                              num_classes: int = 10, arch_split: float | None = None,
-                             data_args: Mapping[str, Any] | None = None,
+                             data_args: Mapping[str, Any] | None = None, accelerator: str = "auto",
+                             devices: int = 1, precision: str = "32-true",
                              **trainer_kwargs: Any) -> FreshTrainerClassification:
-    """An evaluator that trains on the train split and reports validation accuracy, on the CPU, quietly.
+    """An evaluator that trains on the train split and reports validation accuracy, quietly.
+
+    ``accelerator``, ``devices`` and ``precision`` are Lightning's (``training.accelerator`` etc. of an
+    experiment file): ``auto`` trains on a GPU when there is one, else on the CPU.
 
     ``arch_split`` (a fraction, e.g. 0.2) is for one-shot searches, which train the architecture on the
     evaluator's validation loader: the train split is divided, weights train on ``1 - arch_split`` of it and
@@ -60,7 +64,8 @@ def classification_evaluator(dataset: str = "digits", *, epochs: int = 5, batch_
                            batch_size=batch_size, shuffle=True)
         val = DataLoader(BundledSplit(dataset, "train", part="arch", arch_fraction=arch_split, seed=seed, **kw),
                          batch_size=batch_size, shuffle=True)
-    options: dict[str, Any] = dict(accelerator="cpu", enable_progress_bar=False, logger=False,
+    options: dict[str, Any] = dict(accelerator=accelerator, devices=devices, precision=precision,
+                                   enable_progress_bar=False, logger=False,
                                    enable_checkpointing=False, enable_model_summary=False)
     options.update(trainer_kwargs)
     return FreshTrainerClassification(

@@ -7,6 +7,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from nni_udc.data import DatasetSplits
+from nni_udc.evaluators.devices import torch_device
 from nni_udc.evaluators.divergence import check_finite, check_loss
 
 __all__ = ["accuracy", "train_classifier"]
@@ -14,17 +15,22 @@ __all__ = ["accuracy", "train_classifier"]
 
 @torch.no_grad()
 def accuracy(model: nn.Module, dataset: TensorDataset, batch_size: int = 512) -> float:
-    """Top-1 accuracy of ``model`` on ``dataset`` (evaluation mode)."""
+    """Top-1 accuracy of ``model`` on ``dataset`` (evaluation mode), on the device of the model's weights."""
     model.eval()
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
     correct = 0
     for x, y in DataLoader(dataset, batch_size=batch_size):
-        correct += int((model(x).argmax(1) == y).sum())
+        correct += int((model(x.to(device)).argmax(1) == y.to(device)).sum())
     return correct / len(dataset)
 
 
 def train_classifier(model: nn.Module, splits: DatasetSplits, *, epochs: int = 15, learning_rate: float = 1e-2,
-                     batch_size: int = 64, seed: int = 0) -> dict[str, float]:
+                     batch_size: int = 64, seed: int = 0,
+                     device: str | torch.device = "auto") -> dict[str, float]:
     """Train with Adam and cosine decay on ``splits.train``; return validation and test accuracy.
+
+    ``device`` is a torch device or a Lightning accelerator name (``auto``: cuda when available, else cpu;
+    :func:`~nni_udc.evaluators.devices.torch_device`); the model is moved there and stays there.
 
     A non-finite loss or weight raises :class:`~nni_udc.evaluators.divergence.DivergedError`.
 
@@ -35,13 +41,16 @@ def train_classifier(model: nn.Module, splits: DatasetSplits, *, epochs: int = 1
         >>> scores["test"] > 0.8
         True
     """
-    generator = torch.Generator().manual_seed(seed)
+    target = torch_device(device)
+    model.to(target)
+    generator = torch.Generator().manual_seed(seed)  # on the CPU: the same batches on every device
     loader = DataLoader(splits.train, batch_size=batch_size, shuffle=True, generator=generator)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * len(loader))
     for epoch in range(epochs):
         model.train()
         for step, (x, y) in enumerate(loader):
+            x, y = x.to(target, non_blocking=True), y.to(target, non_blocking=True)
             optimizer.zero_grad()
             loss = F.cross_entropy(model(x), y)
             check_loss(loss, where=f"epoch {epoch}, step {step}")  # nan weights would still "predict" one class

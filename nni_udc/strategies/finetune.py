@@ -47,6 +47,14 @@ class _FineTune(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "epoch"}}
 
 
+def _placement(trainer: Any) -> dict[str, Any]:
+    """The accelerator, devices and precision the search's trainer was made with (an NNI-traced
+    ``pl.Trainer`` keeps its arguments); Lightning's defaults for what it was not given."""
+    given = getattr(trainer, "trace_kwargs", None) or {}
+    return {"accelerator": given.get("accelerator", "auto"), "devices": given.get("devices", 1),
+            "precision": given.get("precision", "32-true")}
+
+
 def finetune(model: nn.Module, evaluator: Any, *, epochs: int, learning_rate: float | None = None,
              train_dataloaders: Any = None, val_dataloaders: Any = None) -> float:
     """Train ``model`` for ``epochs`` on the evaluator's train loader; return its validation accuracy.
@@ -56,7 +64,8 @@ def finetune(model: nn.Module, evaluator: Any, *, epochs: int, learning_rate: fl
 
     ``evaluator`` is an NNI Lightning evaluator such as ``Classification`` (its ``train_dataloaders``,
     ``val_dataloaders``, criterion, optimiser class, learning rate and weight decay are used, and its
-    trainer's logger and progress-bar setting, so fine-tuning logs next to the search as ``finetune/...``).
+    trainer's logger and progress-bar setting, so fine-tuning logs next to the search as ``finetune/...``,
+    and its ``accelerator``, ``devices`` and ``precision``, so fine-tuning runs where the search ran).
     """
     module = evaluator.module
     hparams = getattr(module, "hparams", {})
@@ -66,7 +75,7 @@ def finetune(model: nn.Module, evaluator: Any, *, epochs: int, learning_rate: fl
     search_trainer = getattr(evaluator, "trainer", None)
     logger = getattr(search_trainer, "logger", None) or False
     progress = bool(getattr(search_trainer, "progress_bar_callback", None))
-    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", logger=logger, enable_checkpointing=False,
+    trainer = pl.Trainer(max_epochs=epochs, **_placement(search_trainer), logger=logger, enable_checkpointing=False,
                          enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0)
     trainer.fit(tuner, train_dataloaders=train_dataloaders if train_dataloaders is not None else evaluator.train_dataloaders,
                 val_dataloaders=val_dataloaders if val_dataloaders is not None else evaluator.val_dataloaders)

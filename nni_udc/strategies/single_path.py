@@ -29,6 +29,7 @@ import torch
 from nni.mutable import Categorical
 from torch import nn
 
+from nni_udc.evaluators.devices import torch_device
 from nni_udc.evaluators.divergence import check_finite, check_loss
 from nni_udc.strategies.architecture import ArchitectureDistribution
 
@@ -50,18 +51,21 @@ def sandwich(choices: Mapping[str, Categorical], rng: random.Random, *, random_s
 
 def train_single_path(supernet: nn.Module, distribution: ArchitectureDistribution, loader: Iterable, *,
                       epochs: int, learning_rate: float = 1e-2, random_samples: int = 2, seed: int = 0,
-                      progress: bool = False) -> list[float]:
+                      progress: bool = False, device: str | torch.device = "auto") -> list[float]:
     """Train the supernet's weights (not its architecture parameters) with the sandwich rule; return the
     mean training loss of each epoch.
 
     Adam with cosine decay, as :func:`~nni_udc.evaluators.training.train_classifier`. The architecture
-    parameters are restored afterwards. A non-finite loss or weight raises
-    :class:`~nni_udc.evaluators.divergence.DivergedError`.
+    parameters are restored afterwards. The supernet is moved to ``device`` (a torch device or a Lightning
+    accelerator name, see :func:`~nni_udc.evaluators.devices.torch_device`) and left there. A non-finite
+    loss or weight raises :class:`~nni_udc.evaluators.divergence.DivergedError`.
     """
     from tqdm import tqdm
 
     rng = random.Random(seed)
     torch.manual_seed(seed)
+    target = torch_device(device)
+    supernet.to(target)
     arch = {id(distribution.logits(label)) for label in distribution.choices}
     weights = [p for p in supernet.parameters() if id(p) not in arch and p.requires_grad]
     optimizer = torch.optim.Adam(weights, lr=learning_rate)
@@ -75,6 +79,7 @@ def train_single_path(supernet: nn.Module, distribution: ArchitectureDistributio
         for epoch in tqdm(range(epochs), desc="supernet (single-path)", unit="epoch", disable=not progress):
             total, count = 0.0, 0
             for step, (x, y) in enumerate(loader):
+                x, y = x.to(target, non_blocking=True), y.to(target, non_blocking=True)
                 optimizer.zero_grad()
                 samples = sandwich(distribution.choices, rng, random_samples=random_samples)
                 for sample in samples:
