@@ -207,3 +207,22 @@ def test_export_command_writes_every_format_and_prints_the_table(digits_models, 
     save_torch(bake(digits_models[1], TEST_X[:2]), tmp_path)  # as a search writes beside model.pt: the shape is there
     assert main(["export", str(tmp_path), "--format", "packed"]) == 0  # a run directory, default out: export/
     assert (tmp_path / "export" / "model.nupk").is_file()
+
+
+@torch.no_grad()
+def test_the_packed_file_reads_back_as_the_baked_layers_bit_exactly(digits_models, tmp_path):
+    """What ``export --format packed`` writes is the baked model: BatchNorms folded into its scales and biases."""
+    from nni_udc.evaluators.exact import exact_costs
+    from nni_udc.export.packed import read_packed
+
+    model = digits_models[0]
+    baked = bake(model, TEST_X[:4])
+    (written,) = export(model, ["packed"], tmp_path, input_shape=(1, 8, 8), baked=baked)
+    packed = read_packed(written.path)
+    assert packed.layers.keys() == baked.integer.keys() and "stem.0" in packed.layers
+    for name, layer in packed.layers.items():
+        plain = baked.module.get_submodule(name)
+        assert torch.equal(layer.dequantize(), plain.weight), name
+        assert torch.equal(layer.bias, plain.bias), name
+    assert baked.record["layers"]["stem.0"]["folded_batchnorm"] == ["stem.1"]  # so stem.0's scales are folded ones
+    assert packed.payload_bits == exact_costs(model, TEST_X[:1], ["memory_bits"])["memory_bits"]

@@ -141,7 +141,8 @@ def export(model_or_run: nn.Module | str | Path, formats: Sequence[str] | str, o
         path = export_onnx(baked, out / "model.onnx", program=program)
         written.append(ExportedFile("onnx", path, _size(path)))
     if "packed" in wanted:
-        written.append(_packed(model, example, out / "model.nupk"))
+        baked = baked if baked is not None else bake(model, example)
+        written.append(_packed(model, baked, example, out / "model.nupk"))
     if target is not None:
         from nni_udc.export.ethos import write_ethos_streams
 
@@ -150,10 +151,11 @@ def export(model_or_run: nn.Module | str | Path, formats: Sequence[str] | str, o
     return written
 
 
-def _packed(model: nn.Module, example: torch.Tensor, path: Path) -> ExportedFile:
+def _packed(model: nn.Module, baked: BakedModel, example: torch.Tensor, path: Path) -> ExportedFile:
+    """The baked layers (BatchNorm folded into scales and biases) packed; claimed: the searched model's memory_bits."""
     from nni_udc.evaluators.exact import exact_costs
     from nni_udc.export.packed import write_packed
 
-    write_packed(model, path)
+    write_packed(baked.integer or model, path)
     claimed: Any = exact_costs(model, example[:1], costs=["memory_bits"])["memory_bits"]
     return ExportedFile("packed", path, _size(path), float(claimed) / 8)

@@ -87,6 +87,9 @@ class BakedModel:
 
     module: fx.GraphModule
     record: dict[str, Any] = field(default_factory=dict)
+    #: every weight layer's integer form with its BatchNorm folded in (removed channels still listed, at 0 bits):
+    #: what the packed file stores, so that reading it back gives the baked layers' integers, scales and biases
+    integer: dict[str, IntegerWeights] = field(default_factory=dict)
 
 
 class _Tracer(fx.Tracer):
@@ -178,9 +181,12 @@ def _insert_activation(graph: fx.Graph, node: fx.Node, act: dict[str, Any]) -> N
 
 
 def _bias(form: IntegerWeights, searched: torch.Tensor | None) -> torch.Tensor | None:
-    """The integer form's bias: zero on removed channels, which the searched layer does not output either
-    (:meth:`~nni_udc.nn.quant.QuantLinear.compressed_bias`)."""
-    return form.bias
+    """The integer form's bias, with ``searched`` on removed channels: a removed channel outputs 0 in its layer, but
+    a BatchNorm folded into the layer turns that 0 into a constant, which the integer form leaves out."""
+    if searched is None or form.bias is None:
+        return form.bias
+    removed = torch.tensor([b == 0 for b in form.bits])
+    return torch.where(removed, searched.detach().float(), form.bias)
 
 
 def _replace_layers(gm: fx.GraphModule, record: dict[str, Any], scale_bits: int) -> dict[str, IntegerWeights]:
@@ -206,7 +212,7 @@ def _replace_layers(gm: fx.GraphModule, record: dict[str, Any], scale_bits: int)
             for form in forms:
                 part = form.name.rsplit(".", 1)[1]
                 factor = getattr(layer, part)
-                setattr(container, part, _plain(factor, form.dequantize(), _bias(form, factor.bias)))
+                setattr(container, part, _plain(factor, form.dequantize(), form.bias))
                 integer[form.name] = form
             _set_module(gm, path, container)
             with gm.graph.inserting_after(node):
@@ -218,7 +224,7 @@ def _replace_layers(gm: fx.GraphModule, record: dict[str, Any], scale_bits: int)
             entry["rank"] = layer.rank
         else:
             (form,) = forms
-            _set_module(gm, path, _plain(layer, form.dequantize(), _bias(form, layer.bias)))  # type: ignore[arg-type]
+            _set_module(gm, path, _plain(layer, form.dequantize(), form.bias))
             integer[path] = form
         record[path] = entry
     return integer
@@ -415,6 +421,7 @@ def bake(model: nn.Module, example_input: torch.Tensor, *, scale_bits: int = DEF
     gm.recompile()
     ShapeProp(gm).propagate(example_input)
     _fold_batchnorms(gm, integer, layers, owner)
+    folded = dict(integer)
     gm.recompile()
     ShapeProp(gm).propagate(example_input)
     for node in list(gm.graph.nodes):
@@ -442,4 +449,4 @@ def bake(model: nn.Module, example_input: torch.Tensor, *, scale_bits: int = DEF
     with torch.no_grad():
         output = gm(example_input)
     return BakedModel(gm, {"input_shape": list(example_input.shape[1:]), "output_shape": list(output.shape[1:]),
-                           "layers": layers})
+                           "layers": layers}, folded)
