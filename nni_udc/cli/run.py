@@ -48,7 +48,8 @@ def search_command(args: argparse.Namespace) -> int:
     print(f"found: val acc {outcome.accuracy:.3f}, test acc {outcome.test_accuracy:.3f}, "
           f"{outcome.cost} {outcome.costs[outcome.cost]:,.6g} = {outcome.relative_cost:.4f} x the uncompressed model")
     print("architecture: " + ", ".join(f"{k}={v}" for k, v in outcome.sample.items()))
-    print(f"wrote {out}/model.pt, architecture.json, report.json in {outcome.seconds:.0f} s")
+    print(f"wrote {out}/model.pt (and baked: model.pt2, model.state_dict.pt, model.record.json), architecture.json, "
+          f"report.json in {outcome.seconds:.0f} s; deploy with: nni-udc export {out}")
     return 0
 
 
