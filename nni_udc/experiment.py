@@ -607,9 +607,10 @@ def run_baseline(config: ExperimentConfig, *, output: str | Path | None = None, 
     :func:`~nni_udc.evaluators.training.train_classifier` for the epochs of one search (``training.epochs +
     training.finetune_epochs``) with its learning rate, batch size and seed; quantisation and masks act from
     the first step (the frozen modules compress in their forward pass). Costs are measured as the searches
-    measure theirs. Resumable: models already in ``baseline.json`` are kept, and the files are rewritten after
-    each model. ``workers`` processes train models side by side (default: 2 where there are 2 cores and at least
-    8 models to train, else this process); every model trains on one thread, so the numbers do not depend on it.
+    measure theirs. Resumable: models already in ``baseline.json`` are kept (their accuracies; their costs are
+    measured again), and the files are rewritten after each model. ``workers`` processes train models side by
+    side (default: 2 where there are 2 cores and at least 8 models to train, else this process); every model
+    trains on one thread, so the numbers do not depend on it.
 
     Example:
         >>> from nni_udc.config import parse_config
@@ -640,7 +641,11 @@ def run_baseline(config: ExperimentConfig, *, output: str | Path | None = None, 
                                       f"{saved['settings'].get(name)!r}, but {config.path} gives {value!r}; remove "
                                       f"the baseline files or write elsewhere (--out)")
             by_key = {json.dumps(p.architecture, sort_keys=True): p for p in saved["points"]}
-            done = {i: replace(by_key[k], number=i) for i, k in enumerate(keys) if k in by_key}
+            done = {}
+            for i, k in enumerate(keys):
+                if k in by_key:  # accuracies are kept; costs are measured again (a formula may have changed since)
+                    costs = costs_of(grid[i])
+                    done[i] = replace(by_key[k], number=i, costs=costs, relative_cost=costs[cost] / reference[cost])
         files = {"csv": output / BASELINE_CSV, "json": output / BASELINE_JSON}
         todo = [(i, sample) for i, sample in enumerate(grid) if i not in done]
         if workers is None:  # starting a process costs seconds: worth it for the grids of real experiments

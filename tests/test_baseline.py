@@ -143,6 +143,19 @@ def test_results_do_not_depend_on_worker_processes_and_missing_models_are_traine
     assert [{k: p[k] for k in key} for p in again["points"]] == [{k: p[k] for k in key} for p in saved["points"]]
 
 
+def test_resuming_keeps_the_accuracies_and_measures_the_costs_again(baseline_run, tmp_path):
+    """A baseline file written before a cost formula changed (here: costs doubled by hand) is re-costed, not retrained."""
+    path, out, _ = baseline_run
+    saved = json.loads((out / "baseline.json").read_text())
+    stale = dict(saved, points=[dict(p, costs={k: 2 * v for k, v in p["costs"].items()}, relative_cost=2 * p["relative_cost"])
+                                for p in saved["points"]])
+    (tmp_path / "baseline.json").write_text(json.dumps(stale))
+    outcome = run_baseline(load_config(path), output=tmp_path, progress=False, workers=1)
+    assert outcome.trained == 0
+    assert [p.costs for p in outcome.points] == [p["costs"] for p in saved["points"]]
+    assert [p.test_accuracy for p in outcome.points] == [p["test_accuracy"] for p in saved["points"]]
+
+
 def test_a_file_trained_otherwise_is_not_reused(baseline_run):
     path, out, _ = baseline_run
     other = path.parent / "other.yaml"
