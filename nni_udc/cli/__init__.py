@@ -17,6 +17,7 @@ Usage::
 
     nni-udc profile --space digits --out latency.yaml [--threads T] [--warmup W] [--repeats R]
     nni-udc npu-size MODEL.pt [--target ethos-u55|ethos-u65]
+    nni-udc npu-calibrate [--target ethos-u55|ethos-u65] [--write]   the Ethos-U size model against Arm's encoder
     nni-udc export RUN_OR_MODEL [--format torch|onnx|packed|all] [--target ethos-u55|ethos-u65] [--out DIR]
 
     python -m nni_udc.cli COMMAND ...                            the same with this interpreter (nnictl trials)
@@ -34,6 +35,7 @@ from collections.abc import Callable
 from nni_udc import __version__
 from nni_udc.cli.export import ExportError, export_command, input_shape
 from nni_udc.cli.nnictl import register_command, trial_command
+from nni_udc.cli.npu import add_calibrate_command
 from nni_udc.cli.run import baseline_command, pareto_command, search_command
 from nni_udc.cli.show import show_command
 from nni_udc.cli.tools import npu_size_command, profile_command
@@ -168,6 +170,7 @@ def _parser() -> argparse.ArgumentParser:
     npu.add_argument("model", help="model file written by torch.save(model), or a run directory (its model.pt)")
     npu.add_argument("--target", choices=ACCELERATORS.names(), default="ethos-u55")
     npu.set_defaults(func=npu_size_command, errors=(ValueError, TypeError))  # TypeError: a layer it cannot cost
+    add_calibrate_command(commands)
 
     export = commands.add_parser(
         "export", help="write a searched model as plain torch files, QDQ ONNX and a packed file",

@@ -97,4 +97,4 @@ def cost_source(cost: str | CostFn) -> str:
         >>> cost_source("memory_bits"), cost_source(load_target("ethos-u55").cost("npu_weight_bytes"))
         ('formula', "Arm's Ethos-U encoder (ethos-u-vela, ethos-u55)")
     """
-    return "formula" if getattr(cost, "measure", None) is None else str(getattr(cost, "measured_by"))
+    return "formula" if getattr(cost, "measure", None) is None else str(cost.measured_by)  # type: ignore[union-attr]

@@ -1,22 +1,38 @@
 """Ethos-U weight memory: Arm's real encoder as ground truth, and the calibrated analytic model we optimise.
 
-Ground truth: ``ethosu.vela.api.npu_encode_weights`` (the ``ethos-u-vela`` package) compresses a layer's int8
-weights exactly as the NPU stores them. :func:`encoded_layer_bytes` encodes one layer, :func:`npu_encoded_size`
-every weight layer of a frozen nni-udc model (removed channels dropped, weights above 8 bits stored as int8).
+Ground truth (:func:`encoded_layer_bytes`): ``ethosu.vela.api.npu_encode_weights`` (the ``ethos-u-vela``
+package) compresses a layer's int8 weights exactly as the NPU stores them, in the block traversal Vela itself
+would pick (:func:`vela_traversal`), plus the 10 bytes of bias and scale per output channel that Vela stores in
+the same stream, padded to 16 bytes. :func:`npu_encoded_size` encodes every weight layer of a frozen model.
 
-Model (:func:`npu_weight_cost`): ``kept channels × fan_in × bytes_per_weight(kernel, bits, density, n)``, where
-``n = fan_in × min(kept, 16)`` is the size of one 16-channel weight stream of the encoder. ``bytes_per_weight``
-is a table measured with the encoder on synthetic layers (:func:`calibrate`), separately for 1×1 and larger
-kernels, interpolated linearly in density and stream size; a bit-width between table entries uses the next one
-up, above 8 bits 8 (the NPU takes int8 weights). It does not model the encoder's 16-byte padding or its
-adaptive choices on tiny streams, so a single small layer can be off by tens of percent while whole models
-stay within a few percent; ``calibrate`` measures both errors and the target file records them.
+Model (:func:`npu_weight_cost`), per layer of ``kept`` output channels of ``n = fan_in`` weights each::
 
-    .venv/bin/python -m nni_udc.evaluators.npu ethos-u55     # refit; prints the YAML coefficients and errors
+    10 · kept  +  layer_bytes[traversal]  +  Σ_kept channels  n · bytes_per_weight[traversal][bits](d_eff, n)
+    d_eff = density · kept_after_rounding[bits](density, n)
+
+- ``traversal`` is Vela's choice: ``depthwise`` (one input channel per group), ``part_kernel_first`` (a conv with
+  few input channels, or better utilisation that way) or ``depth_first`` (other convs and linear layers);
+- ``d_eff`` is the density the encoder sees: symmetric quantisation to few bits rounds every weight under half a
+  step to zero (at 2 bits, half the channel's largest magnitude), so a dense 2-bit layer is mostly zeros; the
+  share of the pruned weights that survives rounding depends on the bits, the density (pruning removes the small
+  weights first) and how many weights share the channel's scale (the fan-in);
+- both tables are piecewise linear in density and ``n`` (constant beyond the ends); a bit-width between table
+  entries uses the next one up, above 8 bits 8 (the NPU takes int8 weights).
+
+Every operation is ``+``, ``*``, comparisons, ``min``/``max`` and ``//``, so one formula gives the exact cost of a
+frozen model, the NNI expression of a space and the differentiable expected cost of a supernet. The tables are
+fitted to the encoder by ``scripts/calibrate_ethos_u.py`` (``nni-udc npu-calibrate``), which also prints the
+model's error per layer family and per whole network.
+
+Example:
+    >>> from nni_udc.evaluators.targets import load_target
+    >>> cost = load_target("ethos-u55").cost("npu_weight_bytes")
+    >>> depthwise = LayerSpec("dw", "conv", 32, 32, (3, 3), groups=32, weight_bits=8)
+    >>> vela_traversal(1, 9, depthwise=True), 300 < float(cost(depthwise)) < 700
+    ('depthwise', True)
 """
 from __future__ import annotations
 
-import argparse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,9 +45,16 @@ from nni_udc.evaluators.costs import kept_channels
 from nni_udc.evaluators.spec import LayerSpec
 from nni_udc.registry import ACCELERATORS
 
-__all__ = ["ACCELERATORS", "calibrate", "encoded_layer_bytes", "model_error", "npu_encoded_size", "npu_weight_cost",
-           "synthetic_weights"]
+__all__ = ["ACCELERATORS", "BITS", "NpuModel", "SCALE_BYTES_PER_CHANNEL", "TRAVERSALS",
+           "encoded_layer_bytes", "stored_weights_per_channel", "encoded_weight_bytes", "hat_weights", "npu_encoded_size",
+           "npu_weight_cost", "vela_traversal"]
 
+#: Bias (40 bits), scale (32) and shift (6) of one output channel, packed into 80 bits by Vela's ``encode_bias``.
+SCALE_BYTES_PER_CHANNEL = 10
+#: Vela's weight orderings; each has its own table in the model.
+TRAVERSALS = ("depthwise", "depth_first", "part_kernel_first")
+#: Bit-widths the model's tables hold (the NPU's int8 weights at 2..8 significant bits).
+BITS = (2, 3, 4, 5, 6, 7, 8)
 
 
 def _accelerator(name: str) -> Any:
@@ -40,26 +63,77 @@ def _accelerator(name: str) -> Any:
     return NpuAccelerator[ACCELERATORS[name]]  # registered targets only (nni_udc.registry.ACCELERATORS)
 
 
-def encoded_layer_bytes(weights: np.ndarray, accelerator: str = "ethos-u55", *, depthwise: bool = False) -> int:
-    """Bytes of one layer's int8 weights ``(out, kh, kw, in)`` after Ethos-U weight compression (Arm's encoder)."""
+def _round_up(x: Any, step: int) -> Any:
+    """``x`` rounded up to a multiple of ``step`` (a tensor's value rounds, its gradient is zero)."""
+    if isinstance(x, torch.Tensor):
+        return x + torch.remainder(-x, step)
+    return (x + step - 1) // step * step
+
+
+def stored_weights_per_channel(traversal: str, in_per_group: Any, kernel_area: int) -> Any:
+    """Weight positions one output channel takes in the encoded stream, the encoder's zero padding included:
+    depth-first pads input channels to a multiple of 32, part-kernel-first and depthwise pad the kernel's
+    positions to a multiple of 4 (measured with the encoder; ``scripts/calibrate_ethos_u.py`` prints it)."""
+    if traversal == "depth_first":
+        return kernel_area * _round_up(in_per_group, 32)
+    if traversal == "depthwise":
+        return _round_up(kernel_area, 4)
+    return _round_up(kernel_area, 4) * in_per_group
+
+
+#: Depth-first streams also pad output channels to a multiple of 8 (with all-zero channels).
+OUT_CHANNEL_STEP = 8
+
+
+def vela_traversal(in_per_group: Any, kernel_area: int, *, depthwise: bool = False, linear: bool = False) -> Any:
+    """The weight traversal Vela picks for a layer (8-bit inputs), as its weight compressor decides it.
+
+    A depthwise conv is traversed depthwise and a fully connected layer depth-first; any other conv part-kernel-
+    first when it has at most 8 input channels (per group), or when that uses the MAC array at least as well as
+    depth-first (input channels in units of 8 and kernel positions in units of 4, against channels in units of 32).
+
+    ``in_per_group`` may be an NNI expression; the answer is then a 0/1 expression meaning part-kernel-first.
+
+    Example:
+        >>> vela_traversal(3, 9), vela_traversal(64, 9), vela_traversal(64, 1), vela_traversal(40, 9)
+        ('part_kernel_first', 'depth_first', 'depth_first', 'part_kernel_first')
+    """
+    if depthwise:
+        return "depthwise"
+    if linear:
+        return "depth_first"
+    depth_use = in_per_group / _round_up(in_per_group, 32)
+    part_kernel_use = in_per_group / _round_up(in_per_group, 8) * (kernel_area / _round_up(kernel_area, 4))
+    if isinstance(in_per_group, Mutable):
+        return 1 - (1 - (part_kernel_use >= depth_use)) * (1 - (in_per_group <= 8))
+    return "part_kernel_first" if part_kernel_use >= depth_use or in_per_group <= 8 else "depth_first"
+
+
+def encoded_weight_bytes(weights: np.ndarray, accelerator: str = "ethos-u55", *, depthwise: bool = False,
+                         linear: bool = False) -> int:
+    """Bytes of a layer's int8 weights ``(out, kh, kw, in)`` after Ethos-U weight compression (Arm's encoder),
+    in the traversal Vela picks; biases and scales not included."""
     from ethosu.vela.api import NpuBlockTraversal, npu_encode_weights
 
     weights = np.ascontiguousarray(weights, dtype=np.int8)
-    encoded = npu_encode_weights(_accelerator(accelerator), weights, (1, 1), 8, 16, depthwise,
-                                 NpuBlockTraversal.DEPTH_FIRST)
-    return len(encoded)
+    _, kh, kw, cin = weights.shape
+    traversal = vela_traversal(cin, kh * kw, depthwise=depthwise, linear=linear)
+    order = NpuBlockTraversal.PART_KERNEL_FIRST if traversal == "part_kernel_first" else NpuBlockTraversal.DEPTH_FIRST
+    return len(npu_encode_weights(_accelerator(accelerator), weights, (1, 1), 8, 16, depthwise, order))
 
 
-def synthetic_weights(out_channels: int, fan_in_shape: tuple[int, int, int], bits: int, density: float,
-                      rng: np.random.Generator) -> np.ndarray:
-    """Gaussian weights quantised per output channel to ``bits`` (narrow range) with magnitude pruning."""
-    w = rng.standard_normal((out_channels, *fan_in_shape))
-    zeros = int(round((1 - density) * w.size))
-    if zeros:
-        w.flat[np.argsort(np.abs(w), axis=None)[:zeros]] = 0.0
-    q = 2 ** (min(bits, 8) - 1) - 1
-    scale = np.abs(w).reshape(out_channels, -1).max(1).clip(1e-12) / q
-    return np.clip(np.round(w / scale[:, None, None, None]), -q, q).astype(np.int8)
+def encoded_layer_bytes(weights: np.ndarray, accelerator: str = "ethos-u55", *, depthwise: bool = False,
+                        linear: bool = False) -> int:
+    """Bytes one layer takes in the NPU's weight stream: its encoded weights (:func:`encoded_weight_bytes`) and
+    the bias and scale of every output channel, each part padded to 16 bytes as Vela lays them out.
+
+    Example:
+        >>> w = np.ones((16, 3, 3, 1), dtype=np.int8)
+        >>> encoded_layer_bytes(w, depthwise=True) - encoded_weight_bytes(w, depthwise=True)  # 16 x 10 bytes
+        160
+    """
+    scales = _round_up(SCALE_BYTES_PER_CHANNEL * weights.shape[0], 16)
+    return scales + encoded_weight_bytes(weights, accelerator, depthwise=depthwise, linear=linear)
 
 
 def _integer_weights(weight: torch.Tensor, bits: Sequence[int]) -> np.ndarray:
@@ -108,9 +182,15 @@ def _effective_weights(module: nn.Module) -> list[tuple[str, torch.Tensor, list[
     return []
 
 
+def _is_depthwise(module: nn.Module) -> bool:
+    return (isinstance(module, (nn.Conv1d, nn.Conv2d)) and module.groups > 1
+            and module.groups == module.in_channels)
+
+
 @torch.no_grad()
 def npu_encoded_size(model: nn.Module, accelerator: str = "ethos-u55") -> dict[str, int]:
-    """True Ethos-U encoded weight bytes of every weight layer of a frozen model (float layers as int8).
+    """True Ethos-U bytes (encoded weights, biases and scales) of every weight layer of a frozen model (float
+    layers as int8).
 
     A module holding weights that neither this nor the cost formulas cover (an LSTM, say) is refused with its
     path and type (``TypeError``): a total that leaves layers out would look like a result.
@@ -118,7 +198,7 @@ def npu_encoded_size(model: nn.Module, accelerator: str = "ethos-u55") -> dict[s
     Example:
         >>> from nni_udc.nn import QuantLinear
         >>> sizes = npu_encoded_size(nn.Sequential(QuantLinear(64, 16, weight_bits=4, sparsity=0.5)))
-        >>> list(sizes), 0 < sizes["0"] < 64 * 16
+        >>> list(sizes), 160 < sizes["0"] < 160 + 64 * 16
         (['0'], True)
         >>> npu_encoded_size(nn.Sequential(nn.LSTM(4, 4)))
         Traceback (most recent call last):
@@ -139,18 +219,15 @@ def npu_encoded_size(model: nn.Module, accelerator: str = "ethos-u55") -> dict[s
         if layers and name:
             handled.append(name)
         for suffix, weight, bits in layers:
-            depthwise = (isinstance(module, (nn.Conv1d, nn.Conv2d)) and module.groups > 1
-                         and module.groups == module.in_channels)
-            sizes[name + suffix] = encoded_layer_bytes(_integer_weights(weight, bits), accelerator, depthwise=depthwise)
+            if not any(bits):
+                continue  # every channel removed: the layer is not stored
+            sizes[name + suffix] = encoded_layer_bytes(_integer_weights(weight, bits), accelerator,
+                                                       depthwise=_is_depthwise(module),
+                                                       linear=weight.dim() == 2)
     return sizes
 
 
 # ----- the analytic model -----------------------------------------------------------------------------
-
-DENSITY_KNOTS = (0.1, 0.25, 0.5, 0.75, 1.0)
-STREAM_KNOTS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384)
-BITS = (2, 3, 4, 5, 6, 7, 8)
-STREAM_CHANNELS = 16
 
 
 def _relu(x: Any) -> Any:
@@ -161,12 +238,12 @@ def _relu(x: Any) -> Any:
     return max(x, 0)
 
 
-def _minimum(x: Any, limit: float) -> Any:
-    if isinstance(x, Mutable):
-        return MutableExpression.min(x, limit)
-    if isinstance(x, torch.Tensor):
-        return torch.clamp(x, max=limit)
-    return min(x, limit)
+def _minimum(x: Any, y: Any) -> Any:
+    if isinstance(x, Mutable) or isinstance(y, Mutable):
+        return MutableExpression.min(x, y)
+    if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
+        return torch.minimum(torch.as_tensor(x), torch.as_tensor(y))
+    return min(x, y)
 
 
 def _piecewise(knots: Sequence[float], values: Sequence[Any], x: Any) -> Any:
@@ -179,108 +256,203 @@ def _piecewise(knots: Sequence[float], values: Sequence[Any], x: Any) -> Any:
     return out - slopes[-1] * _relu(x - knots[-1])
 
 
-def _bytes_per_weight(rows: Mapping[int, Sequence[Sequence[float]]], bits: Any, density: Any, stream: Any) -> Any:
-    def at(b: int) -> Any:
-        per_density = [_piecewise(STREAM_KNOTS, row, stream) for row in rows[b]]
-        return _piecewise(DENSITY_KNOTS, per_density, density)
-
-    keys = sorted(rows)
-    out = at(keys[0])
-    for low, high in zip(keys, keys[1:]):  # the next entry up, as a telescoping sum of comparisons
-        out = out + (bits > low) * (at(high) - at(low))
+def hat_weights(knots: Sequence[float], x: float) -> np.ndarray:
+    """Weights of each knot in :func:`_piecewise` at ``x`` (two neighbours, constant beyond the ends): the model
+    is linear in its table values, which is how the calibration fits them by least squares."""
+    out = np.zeros(len(knots))
+    if x <= knots[0]:
+        out[0] = 1.0
+    elif x >= knots[-1]:
+        out[-1] = 1.0
+    else:
+        i = int(np.searchsorted(knots, x, side="right")) - 1
+        t = (x - knots[i]) / (knots[i + 1] - knots[i])
+        out[i], out[i + 1] = 1 - t, t
     return out
 
 
-def npu_weight_cost(coefficients: Any, where: str = "coefficients"):
-    """The cost function (bytes) of a target file's ``kind: npu_weights`` entry, after checking its table."""
-    from nni_udc.evaluators.targets import TargetError
+def _step(table: Mapping[int, Any], bits: Any, entry: Any) -> Any:
+    """``entry(table[k])`` for the smallest key ``k >= bits`` (8 above the table): a telescoping sum of
+    comparisons, so ``bits`` may be a number, an NNI expression or a tensor."""
+    keys = sorted(table)
+    out = entry(table[keys[0]])
+    for low, high in zip(keys, keys[1:]):
+        out = out + (bits > low) * (entry(table[high]) - entry(table[low]))
+    return out
 
-    tables = {}
-    for kernel in ("pointwise", "spatial"):
-        table = coefficients.get(kernel) if isinstance(coefficients, Mapping) else None
+
+def _tabulated(fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` where some arguments may be NNI expressions: ``fn`` runs on numbers at every point of their
+    labels' grid, and the answer is the exact interpolation through those points (a small expression, where
+    the formula on expressions would be a large one)."""
+    leaves: dict[str, Any] = {}
+    for a in args:
+        if isinstance(a, Mutable):
+            for leaf in a.leaf_symbols():
+                leaves[leaf.label] = leaf
+    order = list(leaves.values())
+    if not order or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                            for leaf in order for v in getattr(leaf, "values", [None])):
+        return fn(*args)
+
+    def build(i: int, sample: dict[str, Any]) -> Any:
+        if i == len(order):
+            return fn(*(a.freeze(sample) if isinstance(a, Mutable) else a for a in args))
+        values = sorted(set(order[i].values))
+        results = [build(i + 1, {**sample, order[i].label: v}) for v in values]
+        return results[0] if len(values) == 1 else _piecewise(values, results, order[i])
+
+    return build(0, {})
+
+
+class NpuModel:
+    """The fitted tables of one accelerator, checked; ``cost(spec)`` is the model's bytes of a layer.
+
+    Raises:
+        ValueError: a table is missing or has the wrong shape; the message names the field.
+    """
+
+    def __init__(self, coefficients: Any, where: str = "coefficients"):
+        if not isinstance(coefficients, Mapping):
+            raise ValueError(f"{where} must be a mapping with density_knots, fan_in_knots, kept_after_rounding, "
+                             f"bytes_per_weight and layer_bytes, but got {coefficients!r}")
+        self.density_knots = self._knots(coefficients, "density_knots", where)
+        self.fan_in_knots = self._knots(coefficients, "fan_in_knots", where)
+        n_d, n_f = len(self.density_knots), len(self.fan_in_knots)
+        self.kept_after_rounding = {b: [[float(v) for v in row] for row in table] for b, table in
+                                    self._by_bits(coefficients.get("kept_after_rounding"),
+                                                  f"{where}.kept_after_rounding", (n_d, n_f)).items()}
+        tables = coefficients.get("bytes_per_weight")
+        layer = coefficients.get("layer_bytes")
+        self.bytes_per_weight: dict[str, dict[int, list[list[float]]]] = {}
+        self.layer_bytes: dict[str, float] = {}
+        for kind in TRAVERSALS:
+            if not isinstance(tables, Mapping) or kind not in tables:
+                raise ValueError(f"{where}: field 'bytes_per_weight' must have a table for each of {list(TRAVERSALS)}")
+            rows = self._by_bits(tables[kind], f"{where}.bytes_per_weight.{kind}", (n_d, n_f))
+            self.bytes_per_weight[kind] = {b: [[float(v) for v in r] for r in t] for b, t in rows.items()}
+            value = layer.get(kind) if isinstance(layer, Mapping) else None
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ValueError(f"{where}: field 'layer_bytes.{kind}' must be a number, but got {value!r}")
+            self.layer_bytes[kind] = float(value)
+
+    @staticmethod
+    def _knots(data: Mapping[str, Any], key: str, where: str) -> list[float]:
+        knots: Any = data.get(key)
+        ok = (isinstance(knots, list) and len(knots) >= 2 and all(isinstance(k, (int, float)) for k in knots)
+              and all(a < b for a, b in zip(knots, knots[1:])))
+        if not ok:
+            raise ValueError(f"{where}: field '{key}' must be an increasing list of at least 2 numbers, "
+                             f"but got {knots!r}")
+        return [float(k) for k in knots]
+
+    @staticmethod
+    def _by_bits(table: Any, where: str, shape: tuple[int, ...]) -> dict[int, Any]:
         if not isinstance(table, Mapping) or sorted(table) != list(BITS):
             shown = sorted(table) if isinstance(table, Mapping) else table
-            raise TargetError(f"{where}: field 'coefficients.{kernel}' must map each of the bit-widths {list(BITS)} "
-                              f"to a table, but got {shown!r}")
+            raise ValueError(f"{where} must map each of the bit-widths {list(BITS)} to a table, but got {shown!r}")
         for bits, rows in table.items():
-            ok = (isinstance(rows, list) and len(rows) == len(DENSITY_KNOTS)
-                  and all(isinstance(r, list) and len(r) == len(STREAM_KNOTS) for r in rows))
-            if not ok:
-                raise TargetError(f"{where}: field 'coefficients.{kernel}.{bits}' must be {len(DENSITY_KNOTS)} rows "
-                                  f"(densities {list(DENSITY_KNOTS)}) of {len(STREAM_KNOTS)} values "
-                                  f"(stream sizes {list(STREAM_KNOTS)})")
-        tables[kernel] = {int(b): rows for b, rows in table.items()}
+            array = np.asarray(rows, dtype=object)
+            if array.shape != shape or not all(isinstance(v, (int, float)) for v in array.flat):
+                raise ValueError(f"{where}.{bits} must be numbers of shape {list(shape)} (density knots x fan-in "
+                                 f"knots), but got shape {list(array.shape)}")
+        return {int(b): rows for b, rows in table.items()}
+
+    def _table(self, table: Sequence[Sequence[float]], density: Any, fan_in: Any) -> Any:
+        per_density = [_piecewise(self.fan_in_knots, row, fan_in) for row in table]
+        return _piecewise(self.density_knots, per_density, density)
+
+    def effective_density(self, bits: Any, density: Any, fan_in: Any) -> Any:
+        """Density the encoder sees: the pruned weights' density times the share of them that survives rounding to
+        ``bits`` (a table over the pruned density and the fan-in: how many weights share a channel's scale)."""
+        return density * _step(self.kept_after_rounding, bits, lambda table: self._table(table, density, fan_in))
+
+    def bytes_per_weight_at(self, traversal: str, bits: Any, stored_density: Any, fan_in: Any) -> Any:
+        """Bytes per stored weight position at a density over those positions (padding included)."""
+        return _step(self.bytes_per_weight[traversal], bits, lambda table: self._table(table, stored_density, fan_in))
+
+    def weight_bytes(self, traversal: str, s: LayerSpec) -> Any:
+        """Encoded weight bytes of a layer in one traversal (without biases and scales)."""
+        kh, kw = s.kernel_size
+
+        def channel(bits: Any, in_channels: Any, groups: Any, density: Any) -> Any:
+            n = in_channels // groups * kh * kw
+            stored = stored_weights_per_channel(traversal, in_channels // groups, kh * kw)
+            return stored * self.bytes_per_weight_at(traversal, bits, self.effective_density(bits, density, n) * n
+                                                     / stored, n)
+
+        def empty_channel(bits: Any, in_channels: Any, groups: Any) -> Any:
+            n = in_channels // groups * kh * kw
+            stored = stored_weights_per_channel(traversal, in_channels // groups, kh * kw)
+            return stored * self.bytes_per_weight_at(traversal, bits, 0.0, n)
+
+        kept = kept_channels(s)
+        if s.per_channel:  # each channel's bits are a label of their own: tabulated channel by channel
+            weights = sum((b > 0) * _tabulated(channel, b, s.in_channels, s.groups, s.density) for b in s.weight_bits)
+            top: Any = max(BITS)
+        else:
+            weights = kept * channel(s.weight_bits, s.in_channels, s.groups, s.density)
+            top = s.weight_bits
+        if traversal == "depth_first":  # all-zero channels up to a multiple of 8
+            padding = _round_up(kept, OUT_CHANNEL_STEP) - kept
+            weights = weights + padding * _tabulated(empty_channel, top, s.in_channels, s.groups)
+        return weights + self.layer_bytes[traversal]
+
+    def cost(self, s: LayerSpec) -> Any:
+        if s.per_channel:
+            return self._cost(s)
+
+        def concrete(cin: Any, out: Any, groups: Any, bits: Any, density: Any) -> Any:
+            return self._cost(LayerSpec(s.name, s.kind, cin, out, s.kernel_size, groups, s.positions, bits,
+                                        s.act_bits, density, s.bias))
+
+        return _tabulated(concrete, s.in_channels, s.out_channels, s.groups, s.weight_bits, s.density)
+
+    def _cost(self, s: LayerSpec) -> Any:
+        kh, kw = s.kernel_size
+        cin = s.in_channels // s.groups
+        if isinstance(s.groups, int) and s.groups == 1:
+            depthwise: Any = False
+        elif isinstance(cin, Mutable):
+            depthwise = cin <= 1
+        else:
+            depthwise = cin == 1
+        scales = SCALE_BYTES_PER_CHANNEL * kept_channels(s)
+        if depthwise is True:
+            return scales + self.weight_bytes("depthwise", s)
+        traversal = vela_traversal(cin, kh * kw, linear=s.kind == "linear")
+        if isinstance(traversal, str):
+            ordinary = self.weight_bytes(traversal, s)
+        else:  # the width is a choice: Vela's rule as a 0/1 expression
+            ordinary = (traversal * self.weight_bytes("part_kernel_first", s)
+                        + (1 - traversal) * self.weight_bytes("depth_first", s))
+        if depthwise is False:
+            return scales + ordinary
+        return scales + depthwise * self.weight_bytes("depthwise", s) + (1 - depthwise) * ordinary
+
+
+def npu_weight_cost(coefficients: Any, where: str = "coefficients", accelerator: str | None = None):
+    """The cost function (bytes) of a target file's ``kind: npu_weights`` entry, after checking its tables.
+
+    With ``accelerator`` (``'ethos-u55'``, ``'ethos-u65'``) the function also carries ``measure(model)``: the
+    encoder's true bytes of a frozen model (:func:`npu_encoded_size`), which
+    :func:`~nni_udc.evaluators.exact.exact_costs` reports instead of the formula.
+
+    Raises:
+        ValueError: malformed coefficients or an unknown accelerator (the message names the field).
+    """
+    model = NpuModel(coefficients, where)
+    if accelerator is not None and accelerator not in ACCELERATORS.names():
+        raise ValueError(f"accelerator must be one of {list(ACCELERATORS.names())}, but got {accelerator!r}")
 
     def npu_weight_bytes(s: LayerSpec) -> Any:
-        rows = tables["pointwise" if tuple(s.kernel_size) == (1, 1) else "spatial"]
-        kept = kept_channels(s)
-        stream = s.fan_in * _minimum(kept, STREAM_CHANNELS)  # weights in one of the encoder's 16-channel streams
-        if s.per_channel:
-            return s.fan_in * sum((b > 0) * _bytes_per_weight(rows, b, s.density, stream) for b in s.weight_bits)
-        return kept * s.fan_in * _bytes_per_weight(rows, s.weight_bits, s.density, stream)
+        return model.cost(s)
 
+    npu_weight_bytes.model = model  # type: ignore[attr-defined]  # the calibration reads the tables back
+    if accelerator is not None:
+        def measure(frozen: nn.Module) -> int:
+            return sum(npu_encoded_size(frozen, accelerator).values())
+
+        npu_weight_bytes.measure = measure  # type: ignore[attr-defined]
+        npu_weight_bytes.measured_by = f"Arm's Ethos-U encoder (ethos-u-vela, {accelerator})"  # type: ignore[attr-defined]
     return npu_weight_bytes
-
-
-# ----- calibration ------------------------------------------------------------------------------------
-
-#: Layers (out, kh, kw, in) of the example space (DigitsSpace), and held-out shapes, for the error report.
-EXAMPLE_LAYERS = [(8, 3, 3, 1), (24, 3, 3, 1), (8, 3, 3, 8), (16, 3, 3, 16), (24, 3, 3, 24), (32, 3, 3, 8),
-                  (32, 3, 3, 24), (10, 1, 1, 32)]
-HELD_OUT_LAYERS = [(12, 3, 3, 6), (40, 3, 3, 20), (20, 1, 1, 40), (64, 3, 3, 64), (10, 1, 1, 16), (128, 3, 3, 64),
-                   (48, 1, 1, 96), (16, 5, 5, 16)]
-
-
-def calibrate(accelerator: str = "ethos-u55", *, seed: int = 0) -> dict[str, Any]:
-    """Measure the bytes-per-weight table with Arm's encoder on synthetic 16-channel layers."""
-    rng = np.random.default_rng(seed)
-    out: dict[str, Any] = {}
-    for kernel, k in (("pointwise", 1), ("spatial", 3)):
-        out[kernel] = {}
-        for bits in BITS:
-            rows = []
-            for density in DENSITY_KNOTS:
-                row = []
-                for stream in STREAM_KNOTS:
-                    cin = max(1, stream // STREAM_CHANNELS // (k * k))
-                    sizes = [encoded_layer_bytes(synthetic_weights(STREAM_CHANNELS, (k, k, cin), bits, density, rng),
-                                                 accelerator) / (STREAM_CHANNELS * k * k * cin) for _ in range(2)]
-                    row.append(round(float(np.mean(sizes)), 5))
-                rows.append(row)
-            out[kernel][bits] = rows
-    return out
-
-
-def model_error(coefficients: Any, layers: Sequence[tuple[int, int, int, int]], accelerator: str = "ethos-u55",
-                *, seed: int = 1) -> dict[str, float]:
-    """Relative error of the model against the encoder over ``layers`` × bits {2, 4, 8} × sparsity {0, 0.5, 0.9}."""
-    cost = npu_weight_cost(coefficients)
-    rng = np.random.default_rng(seed)
-    true_total = model_total = worst = 0.0
-    for o, kh, kw, cin in layers:
-        for bits in (2, 4, 8):
-            for sparsity in (0.0, 0.5, 0.9):
-                truth = encoded_layer_bytes(synthetic_weights(o, (kh, kw, cin), bits, 1 - sparsity, rng), accelerator)
-                spec = LayerSpec("x", "conv", cin, o, (kh, kw), weight_bits=bits, density=1 - sparsity)
-                predicted = float(cost(spec))
-                true_total, model_total = true_total + truth, model_total + predicted
-                worst = max(worst, abs(predicted - truth) / truth)
-    return {"total": round((model_total - true_total) / true_total, 4), "worst_layer": round(worst, 3)}
-
-
-def main(argv: list[str] | None = None) -> int:
-    import yaml
-
-    parser = argparse.ArgumentParser(description="Fit the Ethos-U weight-size model to Arm's encoder.")
-    parser.add_argument("target", choices=sorted(ACCELERATORS))
-    args = parser.parse_args(argv)
-    coefficients = calibrate(args.target)
-    errors = {"example_layers": model_error(coefficients, EXAMPLE_LAYERS, args.target),
-              "held_out_layers": model_error(coefficients, HELD_OUT_LAYERS, args.target)}
-    print(yaml.safe_dump({"calibration_error": errors, "coefficients": coefficients}, sort_keys=False,
-                         default_flow_style=None, width=200))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

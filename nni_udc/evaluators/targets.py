@@ -14,9 +14,13 @@ file is accepted by path. Cost kinds a file can use:
 ``mac_lut``
     MACs × ``cycles_per_mac[activation bits][weight bits]`` × ``scale``; a bit-width between table entries
     uses the next entry up, one above the table the largest entry; 0-bit (removed) channels cost nothing.
+    ``bias_additions: true`` counts each output channel's bias addition as one more MAC per position
+    (``positions · kept · (fan_in + 1)``, as PLiNIO's MPIC model counts operations).
 ``npu_weights``
-    Ethos-U weight memory after the NPU's weight compression: an analytic model whose table (``coefficients``)
-    was measured with Arm's encoder (:mod:`nni_udc.evaluators.npu`).
+    Ethos-U weight memory after the NPU's weight compression (weights, biases and scales): an analytic model
+    whose tables (``coefficients``) were fitted to Arm's encoder (:mod:`nni_udc.evaluators.npu`). The cost of a
+    frozen model in reports is the encoder's own byte count (``truth: ethos-u55``); see
+    :func:`~nni_udc.evaluators.exact.exact_costs`.
 ``latency_table``
     milliseconds from a table timed on your machine by ``nni-udc profile`` (``entries:`` inline, or
     ``table:`` a table file, relative to the target file); see :mod:`nni_udc.evaluators.latency`.
@@ -27,8 +31,8 @@ Example:
     (['cycles', 'energy_uj', 'latency_ms'], 'energy_uj')
     >>> from nni_udc.evaluators.spec import LayerSpec
     >>> fc = LayerSpec("fc", "linear", 64, 10, weight_bits=4, act_bits=8)
-    >>> round(target.costs["cycles"](fc), 1)     # 640 MACs x 1/2.3 cycles
-    278.3
+    >>> round(target.costs["cycles"](fc), 1)     # (640 MACs + 10 bias additions) x 1/2.3 cycles
+    282.6
 """
 from __future__ import annotations
 
@@ -188,6 +192,10 @@ def _mac_lut(spec: Mapping[str, Any], where: str, folder: Path) -> CostFn:
                          f"{where}.cycles_per_mac", 2)
     table = {a: {w: v for w, v in row.items() if w > 0} for a, row in table.items()}  # 0 bits: handled as removed
     scale = _scale(spec, where)
+    bias = spec.get("bias_additions", False)
+    if not isinstance(bias, bool):
+        raise TargetError(f"{where}: field 'bias_additions' must be true or false, but got {bias!r}")
+    per_position = 1 if bias else 0  # the bias addition: one more operation per output channel and position
 
     def per_mac(act_bits: Any, weight_bits: Any) -> Any:
         return _step(table, act_bits, lambda row: _step(row, weight_bits, lambda v: v))
@@ -197,15 +205,23 @@ def _mac_lut(spec: Mapping[str, Any], where: str, folder: Path) -> CostFn:
             per_channel = sum((b > 0) * per_mac(s.act_bits, b) for b in s.weight_bits)
         else:
             per_channel = kept_channels(s) * per_mac(s.act_bits, s.weight_bits)
-        return s.positions * s.fan_in * per_channel * scale
+        return s.positions * (s.fan_in + per_position) * per_channel * scale
 
     return cost
 
 
 def _npu_weights(spec: Mapping[str, Any], where: str, folder: Path) -> CostFn:
     from nni_udc.evaluators.npu import npu_weight_cost
+    from nni_udc.registry import ACCELERATORS
 
-    return npu_weight_cost(spec.get("coefficients"), where)
+    accelerator = spec.get("accelerator")
+    if accelerator is not None and accelerator not in ACCELERATORS.names():
+        raise TargetError(f"{where}: field 'accelerator' must be one of {list(ACCELERATORS.names())} (the encoder "
+                          f"that measures frozen models), but got {accelerator!r}")
+    try:
+        return npu_weight_cost(spec.get("coefficients"), f"{where}.coefficients", accelerator)
+    except ValueError as error:
+        raise TargetError(str(error)) from None
 
 
 def _latency_table(spec: Mapping[str, Any], where: str, folder: Path) -> CostFn:
