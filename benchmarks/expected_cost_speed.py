@@ -3,10 +3,12 @@
 Compares nni-udc's compiled ExpectedCost with NNI 3.0's own expression_expectation on the same
 CostProfiler expression, both fed live softmax tensors, forward and backward, in one process.
 
-    .venv/bin/python benchmarks/expected_cost_speed.py
+    .venv/bin/python benchmarks/expected_cost_speed.py                 # memory_bits
+    .venv/bin/python benchmarks/expected_cost_speed.py ethos-u55       # a target's optimised cost (Ethos-U bytes)
 """
 from __future__ import annotations
 
+import sys
 import time
 
 import nni
@@ -48,9 +50,13 @@ def _time(fn, repeats=50):
     return sorted(times)[len(times) // 2]
 
 
-def main() -> None:
+def main(target: str | None = None) -> None:
+    from nni_udc.evaluators.targets import load_target
+
     space = TwentyLayers()
-    expression = CostProfiler(space, torch.zeros(1, 3, 16, 16), "memory_bits").expression
+    cost = load_target(target).cost() if target else "memory_bits"
+    cost_name = f"{target} {load_target(target).optimise}" if target else "memory_bits"
+    expression = CostProfiler(space, torch.zeros(1, 3, 16, 16), cost).expression
     labels = ExpectedCost(expression).labels
     logits = {label: torch.zeros(len(c.values), requires_grad=True) for label, c in labels.items()}
     compiled = ExpectedCost(expression)
@@ -64,7 +70,7 @@ def main() -> None:
         value.backward()
 
     t_ours = _time(ours)
-    print(f"{LAYERS} layers, {len(labels)} labels (incl. 16 per-channel), memory_bits, forward + backward, median of 50:")
+    print(f"{LAYERS} layers, {len(labels)} labels (incl. 16 per-channel), {cost_name}, forward + backward, median of 50:")
     print(f"  nni-udc ExpectedCost             {t_ours * 1e3:8.2f} ms   (goal < 5 ms)")
     for joint in (1, 2):
         other = ExpectedCost(expression, max_joint_labels=joint)
@@ -78,4 +84,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1] if len(sys.argv) > 1 else None)

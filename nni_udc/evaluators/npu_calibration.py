@@ -153,7 +153,7 @@ def sample_weights(shape: Shape, bits: int, density: float, rng: np.random.Gener
     (Student-t with 3 degrees of freedom, at a log-normal scale), the smallest magnitudes of the whole layer
     pruned to ``density``, then quantised per output channel to ``bits``.
 
-    A layer drawn from one distribution alone encodes up to about ±20 % away from this mix at 4 bits (Laplace
+    A layer drawn from one distribution alone encodes tens of percent away from this mix at 4 bits (Laplace
     weights survive rounding more often, trained-like ones less): the model, which cannot see the weights,
     predicts the mix."""
     size = (shape.out, shape.kernel[0], shape.kernel[1], shape.in_per_group)
