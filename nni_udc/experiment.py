@@ -336,9 +336,18 @@ def run_search(config: ExperimentConfig, *, target: float | None = None, weight:
         hint = " or the penalty weight" if config.strategy.one_shot else ""
         raise DivergedError(f"{config.path}: the search diverged: {error}; lower training.learning_rate "
                             f"({config.training.learning_rate:g}){hint}") from None
+    if _distributed_rank() != 0:  # training.devices > 1: every DDP process ends here; the first one writes
+        return outcome
     # what the search used, file or arguments
     _write(outcome, output, config, target=target, weight=weight, supernet=str(supernet) if supernet else None)
     return outcome
+
+
+def _distributed_rank() -> int:
+    """This process's rank among Lightning's DDP processes (``training.devices`` > 1); 0 when there are none."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return int(torch.distributed.get_rank())
+    return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))
 
 
 def _search(config: ExperimentConfig, strategy: Any, output: Path, *, target: float | None, progress: bool,

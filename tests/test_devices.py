@@ -107,3 +107,20 @@ def test_a_search_with_accelerator_cpu_runs(tmp_path):
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["relative_cost"] <= 0.1 and 0.0 < outcome.accuracy <= 1.0
     assert all(p.device.type == "cpu" for p in outcome.model.parameters())
+
+
+@pytest.mark.slow  # two DDP processes, each importing torch and NNI
+def test_two_cpu_processes_search_one_model_with_ddp(tmp_path):
+    (tmp_path / "exp.yaml").write_text(
+        "name: tiny\nspace: digits\n"
+        "training: {epochs: 2, finetune_epochs: 1, accelerator: cpu, devices: 2}\n"
+        f"output: {tmp_path / 'out'}\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([NNI_UDC, "search", "exp.yaml"], capture_output=True, text=True, timeout=600, env=env,
+                          cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = [line for line in done.stdout.splitlines() if line.startswith("found:")]
+    # Lightning relaunches the command as rank 1 (gloo); DDP keeps both copies in step, so both find one model
+    assert len(found) == 2 and found[0] == found[1], done.stdout
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert f"val acc {report['accuracy']:.3f}" in found[0]

@@ -64,7 +64,10 @@ def classification_evaluator(dataset: str = "digits", *, epochs: int = 5, batch_
                            batch_size=batch_size, shuffle=True)
         val = DataLoader(BundledSplit(dataset, "train", part="arch", arch_fraction=arch_split, seed=seed, **kw),
                          batch_size=batch_size, shuffle=True)
-    options: dict[str, Any] = dict(accelerator=accelerator, devices=devices, precision=precision,
+    # Several devices: Lightning's DDP. A one-shot step leaves some parameters without a gradient (the
+    # architecture's in the weight step, unchosen paths), which plain DDP refuses.
+    strategy = "ddp_find_unused_parameters_true" if devices > 1 else "auto"
+    options: dict[str, Any] = dict(accelerator=accelerator, devices=devices, precision=precision, strategy=strategy,
                                    enable_progress_bar=False, logger=False,
                                    enable_checkpointing=False, enable_model_summary=False)
     options.update(trainer_kwargs)

@@ -48,11 +48,11 @@ class _FineTune(pl.LightningModule):
 
 
 def _placement(trainer: Any) -> dict[str, Any]:
-    """The accelerator, devices and precision the search's trainer was made with (an NNI-traced
-    ``pl.Trainer`` keeps its arguments); Lightning's defaults for what it was not given."""
+    """The accelerator, devices, precision and strategy (DDP for several devices) the search's trainer was made
+    with (an NNI-traced ``pl.Trainer`` keeps its arguments); Lightning's defaults for what it was not given."""
     given = getattr(trainer, "trace_kwargs", None) or {}
     return {"accelerator": given.get("accelerator", "auto"), "devices": given.get("devices", 1),
-            "precision": given.get("precision", "32-true")}
+            "precision": given.get("precision", "32-true"), "strategy": given.get("strategy", "auto")}
 
 
 def finetune(model: nn.Module, evaluator: Any, *, epochs: int, learning_rate: float | None = None,
@@ -65,7 +65,7 @@ def finetune(model: nn.Module, evaluator: Any, *, epochs: int, learning_rate: fl
     ``evaluator`` is an NNI Lightning evaluator such as ``Classification`` (its ``train_dataloaders``,
     ``val_dataloaders``, criterion, optimiser class, learning rate and weight decay are used, and its
     trainer's logger and progress-bar setting, so fine-tuning logs next to the search as ``finetune/...``,
-    and its ``accelerator``, ``devices`` and ``precision``, so fine-tuning runs where the search ran).
+    and its ``accelerator``, ``devices``, ``precision`` and ``strategy``, so fine-tuning runs where the search ran).
     """
     module = evaluator.module
     hparams = getattr(module, "hparams", {})
