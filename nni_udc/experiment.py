@@ -281,6 +281,9 @@ def _evaluator(config: ExperimentConfig, output: Path, *, progress: bool, logger
     from nni_udc.evaluators.lightning import classification_evaluator
 
     training_device(config)  # a missing GPU is a clear error here, not Lightning's traceback at fit time
+    if config.training.devices > 1 and not config.strategy.one_shot:
+        raise ConfigError(f"{config.path}: training.devices: {config.training.devices} devices (DDP) work for the "
+                          f"one-shot strategies ({', '.join(ONE_SHOT)}), not for {config.strategy.name!r}; use 1")
     tb = TensorBoardLogger(str(output), name="tensorboard", version="") if logger else False
     return classification_evaluator(config.data.name, epochs=config.training.epochs,
                                     batch_size=config.training.batch_size, learning_rate=config.training.learning_rate,

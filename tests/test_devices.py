@@ -124,3 +124,10 @@ def test_two_cpu_processes_search_one_model_with_ddp(tmp_path):
     assert len(found) == 2 and found[0] == found[1], done.stdout
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert f"val acc {report['accuracy']:.3f}" in found[0]
+
+
+def test_several_devices_are_refused_for_a_multi_trial_search(tmp_path):
+    config = parse_config({"space": "digits", "strategy": {"name": "random"}, "training": {"devices": 2}},
+                          "exp.yaml")
+    with pytest.raises(ConfigError, match=r"^exp\.yaml: training\.devices: 2 devices \(DDP\) work for the one-shot"):
+        run_search(config, output=tmp_path / "out", logger=False)
