@@ -452,6 +452,8 @@ def _cost_probe(config: ExperimentConfig, space: Any, example: torch.Tensor
     probe.prepare_cost(copy.deepcopy(space), example)
 
     def costs_of(sample: dict[str, Any]) -> dict[str, float]:
+        # The formulas (for Ethos-U bytes: the analytic model): a sample frozen here holds no trained weights
+        # for Arm's encoder to measure.
         specs = model_specs(space.freeze(sample), example)
         return {name: float(total(specs, probe.cost_table[name])) for name in probe.report_costs}
 

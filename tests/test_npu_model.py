@@ -77,6 +77,28 @@ def test_frozen_model_cost_is_the_encoders_bytes():
     assert exact_costs(model, X, [u65])["npu_weight_bytes"] == sum(npu_encoded_size(model, "ethos-u65").values())
 
 
+@pytest.mark.slow
+def test_a_search_reports_the_encoders_bytes_of_its_fine_tuned_model(tmp_path):
+    """report.json and the front show, for an Ethos-U cost, the encoder's count on the model as fine-tuned."""
+    from nni.nas.experiment import NasExperiment, NasExperimentConfig
+
+    from nni_udc.evaluators.lightning import classification_evaluator
+    from nni_udc.spaces import DigitsSpace
+    from nni_udc.strategies import UDC
+
+    torch.manual_seed(0)
+    strategy = UDC(hardware="ethos-u55", target=0.3, seed=0, finetune_epochs=1)
+    config = NasExperimentConfig("sequential", "raw")
+    config.experiment_working_directory = str(tmp_path)
+    space = DigitsSpace(widths=[8], weight_bits=[4, 8], sparsity=[0.0, 0.5], head_bits=[8], stem_bits=[8])
+    NasExperiment(space, classification_evaluator("digits", epochs=1), strategy, config).run(debug=False)
+    before = strategy.export_result().costs["npu_weight_bytes"]
+    strategy.finetune()
+    model = strategy.result.model
+    assert strategy.result.costs["npu_weight_bytes"] == sum(npu_encoded_size(model, "ethos-u55").values())
+    assert before > 0  # measured on the supernet's weights first, then again on the fine-tuned ones
+
+
 class _TwoLayers(ModelSpace, label_prefix=None):
     def __init__(self):
         super().__init__()

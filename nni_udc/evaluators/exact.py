@@ -11,7 +11,7 @@ from nni_udc.evaluators.costs import COSTS, CostFn, total
 from nni_udc.evaluators.layers import find_spec_builder, holds_uncosted_weights, uncosted_error
 from nni_udc.evaluators.spec import LayerSpec
 
-__all__ = ["cost_source", "exact_costs", "model_specs"]
+__all__ = ["cost_source", "exact_costs", "frozen_cost", "model_specs"]
 
 
 def model_specs(model: nn.Module, example_input: torch.Tensor | tuple) -> list[LayerSpec]:
@@ -78,13 +78,14 @@ def exact_costs(model: nn.Module, example_input: torch.Tensor | tuple,
     """
     specs = model_specs(model, example_input)
     names = list(COSTS) if costs is None else list(costs)
-    return {cost if isinstance(cost, str) else getattr(cost, "__name__", repr(cost)): _frozen(model, specs, cost)
+    return {cost if isinstance(cost, str) else getattr(cost, "__name__", repr(cost)): frozen_cost(model, specs, cost)
             for cost in names}
 
 
-def _frozen(model: nn.Module, specs: list[LayerSpec], cost: str | CostFn) -> float:
-    # A cost that can be measured on the frozen model itself (Ethos-U bytes: Arm's encoder on the model's
-    # compressed weights) reports the measurement; its formula is what the search optimises.
+def frozen_cost(model: nn.Module, specs: list[LayerSpec], cost: str | CostFn) -> float:
+    """One cost of a frozen ``model`` whose layer ``specs`` are given (:func:`model_specs`), as :func:`exact_costs`
+    reports it: a cost that can be measured on the model itself (Ethos-U bytes: Arm's encoder on the model's
+    compressed weights) reports the measurement; its formula is what a search optimises."""
     measure = getattr(cost, "measure", None)
     return float(measure(model)) if measure is not None else float(total(specs, cost))
 

@@ -39,8 +39,8 @@ from nni.nas.oneshot.pytorch.supermodule.differentiable import GumbelSoftmax
 from nni.nas.space import RawFormatModelSpace
 from torch import nn
 
-from nni_udc.evaluators.costs import COSTS, CostFn, total
-from nni_udc.evaluators.exact import model_specs
+from nni_udc.evaluators.costs import COSTS, CostFn
+from nni_udc.evaluators.exact import frozen_cost, model_specs
 from nni_udc.evaluators.nni_profiler import CostProfiler
 from nni_udc.evaluators.spec import LayerSpec
 from nni_udc.evaluators.targets import HardwareTarget, load_target
@@ -381,9 +381,7 @@ class UDC(DARTS):
             sample = self._within_budget(sample)
         self._final = self.model_space.freeze(sample)  # the supernet's freeze keeps the trained weights
         model = self._final.executable_model()
-        specs = model_specs(model, self._example)
-        costs = {name: float(total(specs, self.cost_table[name])) for name in self.report_costs}
-        self._result = SearchResult(sample=sample, accuracy=None, costs=costs,
+        self._result = SearchResult(sample=sample, accuracy=None, costs=self._costs(model),
                                     reference_costs=self.reference_costs, model=model)
         _logger.info("UDC result: %s", self._result)
         return self._result
@@ -399,7 +397,14 @@ class UDC(DARTS):
         result.accuracy = finetune(result.model, evaluator, epochs=self.finetune_epochs if epochs is None else epochs,
                                    learning_rate=self.finetune_learning_rate,
                                    train_dataloaders=train_dataloaders, val_dataloaders=val_dataloaders)
+        result.costs = self._costs(result.model)  # a measured cost (Ethos-U bytes) changes with the weights
         return result.accuracy
+
+    def _costs(self, model: nn.Module) -> dict[str, float]:
+        """Every reported cost of a frozen model: formulas, or what a cost measures on the model itself (Arm's
+        encoder for Ethos-U bytes, see :func:`~nni_udc.evaluators.exact.cost_source`)."""
+        specs = model_specs(model, self._example)
+        return {name: frozen_cost(model, specs, self.cost_table[name]) for name in self.report_costs}
 
     def _within_budget(self, argmax: dict[str, Any]) -> dict[str, Any]:
         """The most probable architectures with exact cost within the target; the best by supernet loss.
