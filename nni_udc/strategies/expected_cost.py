@@ -101,8 +101,14 @@ def _table(expr: SymbolicExpression, labels: dict[str, Categorical]) -> _Node:
     shape = [len(labels[n].values) for n in names]
     values = values.reshape(shape)
 
+    placed: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}  # the table on each device it was asked on
+
     def node(probs: Probs) -> torch.Tensor:
-        out = values.to(probs[names[0]].dtype)
+        first = probs[names[0]]
+        key = (first.device, first.dtype)
+        if key not in placed:  # probabilities on a GPU contract with a copy of the table there
+            placed[key] = values.to(device=first.device, dtype=first.dtype)
+        out = placed[key]
         for p in reversed([probs[n] for n in names]):  # contract the last axis first
             out = out @ p
         return out
