@@ -441,7 +441,7 @@ def train_supernet(config: ExperimentConfig, *, epochs: int, output: str | Path 
 def _cost_probe(config: ExperimentConfig, space: Any, example: torch.Tensor
                 ) -> tuple[str, dict[str, float], Callable[[dict[str, Any]], dict[str, float]]]:
     """The optimised cost's name, every reported cost of the reference (largest float architecture) and a
-    function giving every reported cost of a sample, measured exactly as the one-shot search does."""
+    function giving every reported cost of a sample, by the formulas the one-shot search steers with."""
     from nni_udc.evaluators.costs import total
     from nni_udc.evaluators.exact import model_specs
     from nni_udc.strategies import UDC
@@ -476,12 +476,23 @@ def _multi_trial(config: ExperimentConfig, space: Any, strategy: Any, evaluator:
         cheapest = min(c[cost] / reference[cost] for _, c in measured)
         raise RuntimeError(f"none of the {len(results)} architectures fits the target {target:g} x reference "
                            f"(the cheapest is {cheapest:.3g}); raise search.target or strategy.max_trials")
-    best, costs = max(fitting, key=lambda rc: rc[0].accuracy)
+    best, _ = max(fitting, key=lambda rc: rc[0].accuracy)
     model = space.freeze(best.sample)
     scores = train_classifier(model, splits, epochs=max(config.training.epochs, config.training.finetune_epochs),
                               learning_rate=config.training.learning_rate, batch_size=config.training.batch_size,
                               seed=config.seed, device=training_device(config))
-    return model, best.sample, costs, reference, scores["val"]
+    return model, best.sample, _measured_costs(config, model, example), reference, scores["val"]
+
+
+def _measured_costs(config: ExperimentConfig, model: nn.Module, example: torch.Tensor) -> dict[str, float]:
+    """Every reported cost of a trained frozen ``model`` as :func:`~nni_udc.evaluators.exact.exact_costs` gives it:
+    a cost measured on the model itself (Ethos-U bytes: Arm's encoder) reports the measurement."""
+    from nni_udc.evaluators.exact import frozen_cost, model_specs
+    from nni_udc.strategies import UDC
+
+    table = UDC(cost=config.hardware.cost, hardware=config.hardware.target)
+    specs = model_specs(model, example)
+    return {name: frozen_cost(model, specs, table.cost_table[name]) for name in table.report_costs}
 
 
 def _write(outcome: SearchOutcome, output: Path, config: ExperimentConfig, **settings: Any) -> None:
@@ -489,8 +500,18 @@ def _write(outcome: SearchOutcome, output: Path, config: ExperimentConfig, **set
     (output / "architecture.json").write_text(json.dumps(outcome.sample, indent=2) + "\n")
     baked = _write_baked(outcome.model, output, DATASETS[config.data.name].input_shape)
     report = {"experiment": config.name, "config": config.path, "strategy": config.strategy.name,
-              "hardware": config.hardware.target, **settings, **outcome.to_json(), "baked": baked}
+              "hardware": config.hardware.target, **settings, **outcome.to_json(),
+              "cost_sources": _cost_sources(config), "baked": baked}
     (output / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _cost_sources(config: ExperimentConfig) -> dict[str, str]:
+    """Where each reported cost of the found model comes from: ``'formula'`` or the measurement (Arm's encoder)."""
+    from nni_udc.evaluators.exact import cost_source
+    from nni_udc.strategies import UDC
+
+    table = UDC(cost=config.hardware.cost, hardware=config.hardware.target)
+    return {name: cost_source(table.cost_table[name]) for name in table.report_costs}
 
 
 def _write_baked(model: nn.Module | None, output: Path, input_shape: tuple[int, ...]) -> dict[str, Any]:

@@ -64,6 +64,19 @@ def test_hardware_target_costs_are_reported_and_optimised(tmp_path):
     assert report["cost"] == "energy_uj"
     assert {"cycles", "latency_ms", "energy_uj", "memory_bits"} <= set(report["costs"])
     assert report["costs"]["energy_uj"] <= 0.3 * report["reference_costs"]["energy_uj"]
+    assert report["cost_sources"]["energy_uj"] == report["cost_sources"]["memory_bits"] == "formula"
+
+
+@pytest.mark.slow
+def test_a_multi_trial_search_on_ethos_u_reports_the_encoders_bytes_of_its_trained_model(tmp_path):
+    from nni_udc.evaluators.npu import npu_encoded_size
+
+    path = _write(tmp_path, "{name: random, max_trials: 2, args: {seed: 0}}", "hardware: {target: ethos-u55}\n")
+    assert main(["search", path, "--target", "0.9"]) == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    model = torch.load(tmp_path / "out" / "model.pt", weights_only=False)
+    assert report["costs"]["npu_weight_bytes"] == sum(npu_encoded_size(model, "ethos-u55").values())
+    assert report["cost_sources"]["npu_weight_bytes"] == "Arm's Ethos-U encoder (ethos-u-vela, ethos-u55)"
 
 
 @pytest.mark.slow
