@@ -247,7 +247,10 @@ def test_target_lands_within_budget_and_export_is_the_most_probable_fitting_fine
     strategy.finetune()
     result = strategy.result
     relative = result.costs["memory_bits"] / result.reference_costs["memory_bits"]
-    assert 0.05 * 0.7 <= relative <= 0.05, relative  # within budget, and not far below it
+    # within budget. (Not necessarily close to it: λ >= 0 never pushes the cost up, so the most probable fitting
+    # model may sit well below a budget the supernet does not need: 0.030 of 0.05 here once narrow low-bit widths
+    # were quantised as the frozen model quantises them. Spending it is what candidates and refine are for.)
+    assert relative <= 0.05, relative
     assert lambdas_before_finetune >= 0
     # the export is the supernet's most probable architecture within budget
     cost = compile_expression(strategy._profiler.expression)
