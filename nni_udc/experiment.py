@@ -38,7 +38,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -50,6 +50,9 @@ from nni_udc.pareto import Comparison, Point, read_baseline, write_baseline
 from nni_udc.pareto.baseline import BASELINE_CSV, BASELINE_JSON
 from nni_udc.pareto.record import TrialRecord
 from nni_udc.registry import DATASETS, STRATEGIES
+
+if TYPE_CHECKING:
+    from nni_udc.evaluators.costs import CostFn
 
 __all__ = ["BaselineOutcome", "ParetoOutcome", "SearchOutcome", "build_strategy", "check_space", "quiet", "resolve_budget",
            "run_baseline", "run_pareto", "run_search", "study_points",
@@ -450,12 +453,13 @@ def _cost_probe(config: ExperimentConfig, space: Any, example: torch.Tensor
     # On a copy: profiling runs the space forward in training mode, which would move its BatchNorm statistics
     # and activation clips, and models frozen from the space afterwards would start from them.
     probe.prepare_cost(copy.deepcopy(space), example)
+    table = _cost_table(config)
 
     def costs_of(sample: dict[str, Any]) -> dict[str, float]:
         # The formulas (for Ethos-U bytes: the analytic model): a sample frozen here holds no trained weights
         # for Arm's encoder to measure.
         specs = model_specs(space.freeze(sample), example)
-        return {name: float(total(specs, probe.cost_table[name])) for name in probe.report_costs}
+        return {name: float(total(specs, cost)) for name, cost in table.items()}
 
     return config.hardware.cost or probe.cost_name, probe.reference_costs, costs_of
 
@@ -488,11 +492,22 @@ def _measured_costs(config: ExperimentConfig, model: nn.Module, example: torch.T
     """Every reported cost of a trained frozen ``model`` as :func:`~nni_udc.evaluators.exact.exact_costs` gives it:
     a cost measured on the model itself (Ethos-U bytes: Arm's encoder) reports the measurement."""
     from nni_udc.evaluators.exact import frozen_cost, model_specs
+
+    specs = model_specs(model, example)
+    return {name: frozen_cost(model, specs, cost) for name, cost in _cost_table(config).items()}
+
+
+def _cost_table(config: ExperimentConfig) -> dict[str, CostFn]:
+    """Every cost a search on ``config``'s hardware target reports, by name, as its cost function.
+
+    >>> from nni_udc.config import parse_config
+    >>> sorted(_cost_table(parse_config({"space": "digits"}, "inline")))
+    ['bitops', 'macs', 'memory_bits', 'params']
+    """
     from nni_udc.strategies import UDC
 
-    table = UDC(cost=config.hardware.cost, hardware=config.hardware.target)
-    specs = model_specs(model, example)
-    return {name: frozen_cost(model, specs, table.cost_table[name]) for name in table.report_costs}
+    udc = UDC(cost=config.hardware.cost, hardware=config.hardware.target)
+    return {name: udc.cost_table[name] for name in udc.report_costs}
 
 
 def _write(outcome: SearchOutcome, output: Path, config: ExperimentConfig, **settings: Any) -> None:
@@ -508,10 +523,8 @@ def _write(outcome: SearchOutcome, output: Path, config: ExperimentConfig, **set
 def _cost_sources(config: ExperimentConfig) -> dict[str, str]:
     """Where each reported cost of the found model comes from: ``'formula'`` or the measurement (Arm's encoder)."""
     from nni_udc.evaluators.exact import cost_source
-    from nni_udc.strategies import UDC
 
-    table = UDC(cost=config.hardware.cost, hardware=config.hardware.target)
-    return {name: cost_source(table.cost_table[name]) for name in table.report_costs}
+    return {name: cost_source(cost) for name, cost in _cost_table(config).items()}
 
 
 def _write_baked(model: nn.Module | None, output: Path, input_shape: tuple[int, ...]) -> dict[str, Any]:
