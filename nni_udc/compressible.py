@@ -31,9 +31,7 @@ from nni_udc.evaluators.layers import uncosted_error, uncosted_modules
 from nni_udc.functional import max_rank
 from nni_udc.nn import (
     COMPRESSIBLE_MUTABLES,
-    LowRankConv1d,
-    LowRankConv2d,
-    LowRankLinear,
+    LOWRANK_LAYERS,
     MutableLowRankConv1d,
     MutableLowRankConv2d,
     MutableLowRankLinear,
@@ -56,7 +54,6 @@ _TWINS: dict[type, tuple[type, type]] = {
     nn.Conv2d: (MutableQuantConv2d, MutableLowRankConv2d),
     nn.Linear: (MutableQuantLinear, MutableLowRankLinear),
 }
-_LOWRANK_FROZEN = (LowRankConv1d, LowRankConv2d, LowRankLinear)
 
 
 @dataclass(frozen=True)
@@ -437,7 +434,7 @@ class CompressibleModel(ModelSpace, label_prefix=None):  # type: ignore[call-arg
                 target = frozen.model.get_submodule(path)
             except AttributeError:  # in a block the sample's depth drops
                 continue
-            if isinstance(target, _LOWRANK_FROZEN):
+            if isinstance(target, LOWRANK_LAYERS):
                 weight, bias = source.state_dict()["weight"], source.state_dict().get("bias")
                 target.load_dense(weight, bias)
                 continue

@@ -11,6 +11,8 @@ from nni_udc.evaluators.exact import model_specs
 from nni_udc.export import IntegerWeights, fold_batchnorm, integer_layers, integer_weights, qmax, round_scales
 from nni_udc.functional import fake_quantize_weight
 from nni_udc.nn import (
+    QUANT_LAYERS,
+    SPARSE_LAYERS,
     LowRankConv1d,
     LowRankConv2d,
     LowRankLinear,
@@ -43,9 +45,9 @@ def _layers() -> list[tuple[str, nn.Module]]:
 
 def _reference(module: nn.Module) -> torch.Tensor:
     """The weight the layer computes with in its own forward pass."""
-    if isinstance(module, (QuantConv1d, QuantConv2d, QuantLinear)):
+    if isinstance(module, QUANT_LAYERS):
         return module.compressed_weight().detach()
-    if isinstance(module, (SparseConv1d, SparseConv2d, SparseLinear)):
+    if isinstance(module, SPARSE_LAYERS):
         return module.masked_weight().detach()
     return module.weight.detach()
 

@@ -16,18 +16,7 @@ from nni.nas.nn.pytorch import ParametrizedModule
 from torch import nn
 
 from nni_udc.evaluators.spec import LayerSpec
-from nni_udc.nn import (
-    ActivationQuantizer,
-    LowRankConv1d,
-    LowRankConv2d,
-    LowRankLinear,
-    QuantConv1d,
-    QuantConv2d,
-    QuantLinear,
-    SparseConv1d,
-    SparseConv2d,
-    SparseLinear,
-)
+from nni_udc.nn import QUANT_LAYERS, SPARSE_LAYERS, ActivationQuantizer, LowRankConv1d, LowRankConv2d, LowRankLinear
 
 __all__ = ["FREE_MODULE_TYPES", "SpecBuilder", "find_spec_builder", "holds_uncosted_weights", "module_arg",
            "register_spec_builder", "specs_of", "uncosted_error", "uncosted_modules"]
@@ -185,16 +174,21 @@ def _quantised(m: nn.Module) -> dict[str, Any]:
 register_spec_builder(nn.Conv1d)(_conv)
 register_spec_builder(nn.Conv2d)(_conv)
 register_spec_builder(nn.Linear)(_linear)
-for _quant_conv in (QuantConv1d, QuantConv2d):
-    register_spec_builder(_quant_conv)(lambda name, m, shape: _conv(name, m, shape, **_quantised(m)))
-register_spec_builder(QuantLinear)(lambda name, m, shape: _linear(name, m, shape, **_quantised(m)))
+
+
 def _sparse(m: nn.Module) -> dict[str, Any]:
     return {"sparsity": module_arg(m, "sparsity"), "weight_bits": module_arg(m, "weight_bits")}
 
 
-for _sparse_conv in (SparseConv1d, SparseConv2d):
-    register_spec_builder(_sparse_conv)(lambda name, m, shape: _conv(name, m, shape, **_sparse(m)))
-register_spec_builder(SparseLinear)(lambda name, m, shape: _linear(name, m, shape, **_sparse(m)))
+def _weight_layer(name: str, m: nn.Module, shape: Sequence[Any], **compression: Any) -> list[LayerSpec]:
+    """A quantised or sparse layer: a linear one (a subclass of ``nn.Linear``) or a 1-D or 2-D conv."""
+    return (_linear if isinstance(m, nn.Linear) else _conv)(name, m, shape, **compression)
+
+
+for _quant_layer in QUANT_LAYERS:
+    register_spec_builder(_quant_layer)(lambda name, m, shape: _weight_layer(name, m, shape, **_quantised(m)))
+for _sparse_layer in SPARSE_LAYERS:
+    register_spec_builder(_sparse_layer)(lambda name, m, shape: _weight_layer(name, m, shape, **_sparse(m)))
 
 
 def _lowrank_bias(m: Any) -> bool:

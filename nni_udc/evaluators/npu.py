@@ -156,25 +156,15 @@ def _integer_weights(weight: torch.Tensor, bits: Sequence[int]) -> np.ndarray:
 def _effective_weights(module: nn.Module) -> list[tuple[str, torch.Tensor, list[int]]]:
     """(suffix, weight as stored, per-channel bits) of each weight tensor of a compressible module (1-D and 2-D
     convs and linear layers; plain ones count as 8-bit)."""
-    from nni_udc.nn import (
-        LowRankConv1d,
-        LowRankConv2d,
-        LowRankLinear,
-        QuantConv1d,
-        QuantConv2d,
-        QuantLinear,
-        SparseConv1d,
-        SparseConv2d,
-        SparseLinear,
-    )
+    from nni_udc.nn import LOWRANK_LAYERS, QUANT_LAYERS, SPARSE_LAYERS
 
-    if isinstance(module, (QuantConv1d, QuantConv2d, QuantLinear)):
+    if isinstance(module, QUANT_LAYERS):
         w = module.compressed_weight()
         bits = module.weight_bits if isinstance(module.weight_bits, list) else [module.weight_bits] * w.shape[0]
         return [("", w, bits)]
-    if isinstance(module, (SparseConv1d, SparseConv2d, SparseLinear)):
+    if isinstance(module, SPARSE_LAYERS):
         return [("", module.masked_weight(), [8] * module.weight.shape[0])]
-    if isinstance(module, (LowRankConv1d, LowRankConv2d, LowRankLinear)):
+    if isinstance(module, LOWRANK_LAYERS):
         return [(".first", module.first.weight, [8] * module.first.weight.shape[0]),
                 (".second", module.second.weight, [8] * module.second.weight.shape[0])]
     if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):

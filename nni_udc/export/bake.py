@@ -47,7 +47,7 @@ import copy
 import math
 import operator
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +59,6 @@ from nni_udc.nn import COMPRESSED_LAYERS, LOWRANK_LAYERS, QUANT_LAYERS, SPARSE_L
 
 __all__ = ["BakeError", "BakedModel", "bake"]
 
-_QUANT, _SPARSE, _LOWRANK, _COMPRESSED = QUANT_LAYERS, SPARSE_LAYERS, LOWRANK_LAYERS, COMPRESSED_LAYERS
 _PLAIN_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
 _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
@@ -97,7 +96,8 @@ class _Tracer(fx.Tracer):
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         # NNI's twins of torch layers (MutableConv2d, MutableBatchNorm2d) are torch layers too
-        return isinstance(m, _COMPRESSED + _PLAIN_LAYERS + _BATCHNORMS) or super().is_leaf_module(m, module_qualified_name)
+        return (isinstance(m, COMPRESSED_LAYERS + _PLAIN_LAYERS + _BATCHNORMS)
+                or super().is_leaf_module(m, module_qualified_name))
 
 
 class _OneInput(nn.Module):
@@ -194,20 +194,20 @@ def _replace_layers(gm: fx.GraphModule, record: dict[str, Any], scale_bits: int)
     returns the integer form of each plain layer, by its path in ``gm``."""
     integer: dict[str, IntegerWeights] = {}
     for node in list(gm.graph.nodes):
-        if node.op != "call_module" or not isinstance(_sub(gm, node), _COMPRESSED + _PLAIN_LAYERS):
+        if node.op != "call_module" or not isinstance(_sub(gm, node), COMPRESSED_LAYERS + _PLAIN_LAYERS):
             continue
         path: str = node.target
         layer = gm.get_submodule(path)
         entry: dict[str, Any] = {"type": type(layer).__name__, "tensors": {}}
         forms = integer_weights(path, layer, scale_bits=scale_bits)
-        if isinstance(layer, _QUANT):
+        if isinstance(layer, QUANT_LAYERS):
             entry["sparsity"] = layer.sparsity
-            entry["activation"] = act = _activation(cast(ActivationQuantizer, layer.act_quant), path)
+            entry["activation"] = act = _activation(layer.act_quant, path)
             if act is not None:
                 _insert_activation(gm.graph, node, act)
-        elif isinstance(layer, _SPARSE):
+        elif isinstance(layer, SPARSE_LAYERS):
             entry["sparsity"] = layer.sparsity
-        if isinstance(layer, _LOWRANK):
+        if isinstance(layer, LOWRANK_LAYERS):
             container = nn.Module()
             for form in forms:
                 part = form.name.rsplit(".", 1)[1]
