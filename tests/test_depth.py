@@ -11,8 +11,8 @@ import warnings
 import pytest
 import torch
 import torchvision
+from searches import udc_search_one_epoch
 from spaces import random_samples
-from test_make_compressible import udc_search_one_epoch
 from torch import nn
 
 from nni_udc.compressible import CompressionPolicy, make_compressible

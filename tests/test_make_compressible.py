@@ -7,16 +7,14 @@ import warnings
 import pytest
 import torch
 import torchvision
-from nni.nas.experiment import NasExperiment, NasExperimentConfig
 from nni.nas.nn.pytorch import LayerChoice
+from searches import udc_search_one_epoch
 from torch import nn
-from torch.utils.data import TensorDataset
 
 import nni_udc
 from nni_udc.compressible import CompressionPolicy, make_compressible
 from nni_udc.evaluators import CostProfiler, exact_costs, model_specs
 from nni_udc.nn import MutableQuantConv1d, MutableQuantConv2d, MutableQuantLinear
-from nni_udc.strategies import UDC
 
 warnings.filterwarnings("ignore")
 logging.getLogger("nni").setLevel(logging.ERROR)
@@ -158,25 +156,6 @@ def test_mobilenet_v3_small_converts_and_costs_agree():
         exact = exact_costs(space.freeze(sample), x)
         for cost in ("memory_bits", "macs"):
             assert CostProfiler(space, x, cost).profile(sample) == pytest.approx(exact[cost])
-
-
-def udc_search_one_epoch(space, input_shape: tuple[int, ...], target: float, where) -> tuple[nn.Module, UDC]:
-    """One epoch of UDC on 32 random samples of ``input_shape`` (10 classes) under a memory ``target``: the model
-    it exports and the strategy (its ``result``)."""
-    from nni.nas.evaluator.pytorch import Classification, DataLoader
-
-    torch.manual_seed(0)
-    data = TensorDataset(torch.randn(32, *input_shape), torch.randint(0, 10, (32,)))
-    evaluator = Classification(train_dataloaders=DataLoader(data, batch_size=16),
-                               val_dataloaders=DataLoader(data, batch_size=16), max_epochs=1, num_classes=10,
-                               export_onnx=False, accelerator="cpu", enable_progress_bar=False, logger=False,
-                               enable_checkpointing=False, enable_model_summary=False)
-    strategy = UDC(seed=0, target=target, report_costs=["memory_bits"])
-    config = NasExperimentConfig("sequential", "raw")
-    config.experiment_working_directory = str(where)
-    experiment = NasExperiment(space, evaluator, strategy, config)
-    experiment.run(debug=False)
-    return experiment.export_top_models(formatter="instance")[0], strategy
 
 
 @pytest.mark.slow

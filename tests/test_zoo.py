@@ -15,9 +15,9 @@ import pytest
 import torch
 from nni.nas.nn.pytorch import ModelSpace, MutableConv2d, MutableLinear, Repeat
 from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedRepeat
+from searches import udc_search_one_epoch
 from spaces import random_samples
 from torch import nn
-from torch.utils.data import TensorDataset
 
 from nni_udc.evaluators import CostProfiler, exact_costs
 from nni_udc.nn import MutableQuantConv2d, bits_choice
@@ -221,25 +221,6 @@ def test_supernet_at_one_hot_depth_zero_computes_the_model_without_blocks():
 
 # ----- a search on each kind of space ------------------------------------------------------------------------------
 
-def _udc_one_epoch(space: Any, shape: tuple[int, ...], num_classes: int, target: float, where: Any) -> tuple[Any, UDC]:
-    """One epoch of UDC on 32 random tensors of ``shape`` under a memory ``target``: the exported model, the strategy."""
-    from nni.nas.evaluator.pytorch import Classification, DataLoader
-    from nni.nas.experiment import NasExperiment, NasExperimentConfig
-
-    torch.manual_seed(0)
-    data = TensorDataset(torch.randn(32, *shape), torch.randint(0, num_classes, (32,)))
-    evaluator = Classification(train_dataloaders=DataLoader(data, batch_size=16),
-                               val_dataloaders=DataLoader(data, batch_size=16), max_epochs=1, num_classes=num_classes,
-                               export_onnx=False, accelerator="cpu", enable_progress_bar=False, logger=False,
-                               enable_checkpointing=False, enable_model_summary=False)
-    strategy = UDC(seed=0, target=target, report_costs=["memory_bits"])
-    config = NasExperimentConfig("sequential", "raw")
-    config.experiment_working_directory = str(where)
-    experiment = NasExperiment(space, evaluator, strategy, config)
-    experiment.run(debug=False)
-    return experiment.export_top_models(formatter="instance")[0], strategy
-
-
 @pytest.mark.slow  # about 10 s each on one core
 @pytest.mark.parametrize("name, make, num_classes", [
     ("resnet-cifar", lambda: ResNetCifarSpace(widths=((4,), (4, 8), (8,))), 10),
@@ -247,7 +228,7 @@ def _udc_one_epoch(space: Any, shape: tuple[int, ...], num_classes: int, target:
 ])
 def test_one_epoch_udc_search_exports_a_model_within_target(tmp_path, name, make, num_classes):
     shape = SPACES[name][1]
-    model, strategy = _udc_one_epoch(make(), shape, num_classes, 0.3, tmp_path)
+    model, strategy = udc_search_one_epoch(make(), shape, 0.3, tmp_path, num_classes=num_classes)
     result = strategy.result
     assert result.costs["memory_bits"] <= 0.3 * result.reference_costs["memory_bits"]
     assert exact_costs(model, torch.zeros(1, *shape), ["memory_bits"]) == {"memory_bits": result.costs["memory_bits"]}
