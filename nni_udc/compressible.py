@@ -181,9 +181,10 @@ def _depth_run(model: nn.Module, key: Any, value: Any) -> _DepthRun:
 
 
 def _depth_value(value: Any, where: str, blocks: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= blocks:
-        raise ValueError(f"{where}: depth candidates count leading blocks, from 1 to {blocks}, but got {value!r}"
-                         + (" (NNI's one-shot Repeat has no path for 0 blocks)" if value == 0 else ""))
+    # 0 drops the whole run; NNI 3.0's differentiable Repeat leaves that path out, our MixedRepeat hook
+    # (nni_udc/strategies/supernet.py) puts it back.
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= blocks:
+        raise ValueError(f"{where}: depth candidates count leading blocks, from 0 to {blocks}, but got {value!r}")
     return value
 
 
@@ -466,8 +467,8 @@ def make_compressible(model: nn.Module, *, weight_bits: int | Sequence[int] = (2
         per_channel: one weight bit-width per output channel (``True``) or per group of this many channels.
         depth: how many leading blocks of a stage run, as a choice (an NNI ``Repeat`` over the model's own blocks,
             label ``'depth_<key>'``). Keys: the path of an ``nn.Sequential`` (``'layer1'``: all its blocks) or a run
-            of its blocks (``'features.14-16'``: blocks 14 to 16); values: candidate counts from 1 to the number of
-            blocks (a single count fixes it; blocks beyond the largest count are removed). Every block a candidate
+            of its blocks (``'features.14-16'``: blocks 14 to 16); values: candidate counts from 0 (the run is
+            skipped) to the number of blocks (a single count fixes it; blocks beyond the largest count are removed). Every block a candidate
             may drop must keep its input's shape (checked on ``example_input``), e.g. torchvision resnet18's
             ``layer1``, or all but the first block of ``layer2`` (``'layer2': [1, 2]``). A frozen model keeps the
             user's module paths for the blocks it keeps (the dropped ones leave gaps in the numbering).

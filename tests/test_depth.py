@@ -112,6 +112,51 @@ def test_the_supernet_at_one_hot_computes_the_frozen_model():
         torch.testing.assert_close(space(x), frozen(x), atol=1e-4, rtol=1e-4)
 
 
+# ----- depth 0: a run of blocks skipped altogether -----------------------------------------------------------
+
+SKIPPABLE = {"layer1": [0, 1, 2], "layer2.1-1": [0, 1]}  # layer2's first block changes the shape: it stays
+
+
+def test_depth_zero_skips_the_run_and_costs_nothing_for_it():
+    space = _space(weight_bits=[4, 8], depth=SKIPPABLE)
+    assert space.simplify()["depth_layer1"].values == [0, 1, 2]
+    expression = CostProfiler(space, X, "memory_bits").expression
+    expected = ExpectedCost(expression)
+    for first, second in [(0, 0), (0, 1), (2, 0)]:
+        sample = {label: 4 for label in space.simplify() if label.startswith("bits")}
+        sample |= {"depth_layer1": first, "depth_layer2.1-1": second}
+        frozen = space.freeze(sample)
+        assert len(frozen.model.layer1) == first and len(frozen.model.layer2) == 1 + second
+        exact = exact_costs(frozen, X, ["memory_bits"])["memory_bits"]
+        assert float(expression.freeze(sample)) == pytest.approx(exact, rel=1e-9), sample
+        assert float(expected(ExpectedCost.one_hot(sample, expected.labels))) == pytest.approx(exact, rel=1e-9)
+    # at float bits, layer1 skipped is the user's model with layer1 emptied by hand
+    net = _resnet()
+    space = _space(net, weight_bits=[4, 32], depth=SKIPPABLE, policy=CompressionPolicy(ends_bits=32))
+    sample = {label: 32 for label in space.simplify() if label.startswith("bits")}
+    frozen = space.freeze(sample | {"depth_layer1": 0, "depth_layer2.1-1": 1}).eval()
+    by_hand = copy.deepcopy(net)
+    by_hand.layer1 = nn.Sequential()
+    x = torch.randn(2, 3, 16, 16)
+    torch.testing.assert_close(frozen(x), by_hand(x))
+
+
+def test_the_supernet_at_one_hot_depth_zero_computes_the_frozen_model():
+    depth = {"layer1": [0, 1, 2], "layer2": [1, 2]}
+    space, strategy = _space(weight_bits=[4, 8], depth=depth), UDC()
+    x = torch.randn(2, 3, 16, 16)
+    strategy.prepare_cost(space, X)
+    strategy.mutate_model(space)
+    space.eval()
+    reference = _space(weight_bits=[4, 8], depth=depth)
+    for first, sample in zip([0, 2, 0, 1], random_samples(reference, 4, seed=3)):
+        sample["depth_layer1"] = first
+        strategy.distribution.set(sample)
+        frozen = space.freeze(sample).eval()
+        assert len(frozen.model.layer1) == first
+        torch.testing.assert_close(space(x), frozen(x), atol=1e-4, rtol=1e-4)
+
+
 def test_a_run_of_blocks_in_a_flat_sequential():
     """mobilenet_v2's features 14-16: a 96 → 160 stride-2 block, then two 160 → 160 blocks that can be dropped."""
     torch.manual_seed(0)
@@ -128,8 +173,8 @@ def test_a_run_of_blocks_in_a_flat_sequential():
 @pytest.mark.parametrize("depth, message", [
     ({"layer9": [1, 2]}, r"depth\['layer9'\]: the model has no module 'layer9'; its nn.Sequential modules are \["),
     ({"layer1.0": [1]}, r"'layer1.0' is a BasicBlock, not an nn.Sequential"),
-    ({"layer1": [0, 2]}, r"from 1 to 2, but got 0 \(NNI's one-shot Repeat has no path for 0 blocks\)"),
-    ({"layer1": [1, 3]}, r"from 1 to 2, but got 3"),
+    ({"layer1": [-1, 2]}, r"from 0 to 2, but got -1"),
+    ({"layer1": [1, 3]}, r"from 0 to 2, but got 3"),
     ({"layer1": []}, r"depth\['layer1'\] must be a number or a non-empty list"),
     ({"layer1.0-5": [1]}, r"'layer1' has no blocks 0 to 5; its blocks are \['0', '1'\]"),
     ({"layer1": [1, 2], "layer1.1-1": [1]}, r"depth keys 'layer1' and 'layer1.1-1' share blocks"),
@@ -191,7 +236,7 @@ def test_an_experiment_file_searches_depth(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("compress, message", [
     ("{depth: {'2': [1, 2]}}", r"space.compress: make_compressible rejects .*'2' is a Conv2d, not an nn.Sequential"),
-    ("{depth: {'1': [0, 3]}}", r"space.compress: make_compressible rejects .*from 1 to 3, but got 0"),
+    ("{depth: {'1': [1, 4]}}", r"space.compress: make_compressible rejects .*from 0 to 3, but got 4"),
 ])
 def test_bad_depth_in_an_experiment_file_is_a_config_error(tmp_path, monkeypatch, compress, message):
     from nni_udc.config import ConfigError, load_config
