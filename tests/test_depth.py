@@ -18,6 +18,7 @@ from torch import nn
 from nni_udc.compressible import CompressionPolicy, make_compressible
 from nni_udc.evaluators import CostProfiler, exact_costs
 from nni_udc.strategies import UDC, ExpectedCost
+from nni_udc.strategies.supernet import MixedRepeat
 
 warnings.filterwarnings("ignore")
 logging.getLogger("nni").setLevel(logging.ERROR)
@@ -142,19 +143,23 @@ def test_depth_zero_skips_the_run_and_costs_nothing_for_it():
 
 
 def test_the_supernet_at_one_hot_depth_zero_computes_the_frozen_model():
-    depth = {"layer1": [0, 1, 2], "layer2": [1, 2]}
-    space, strategy = _space(weight_bits=[4, 8], depth=depth), UDC()
+    # 'layer2.1-1' also checks a label with a '.', which torch's ParameterDict refuses as a key (MixedRepeat)
+    space, strategy = _space(weight_bits=[4, 8], depth=SKIPPABLE), UDC()
     x = torch.randn(2, 3, 16, 16)
     strategy.prepare_cost(space, X)
     strategy.mutate_model(space)
     space.eval()
-    reference = _space(weight_bits=[4, 8], depth=depth)
-    for first, sample in zip([0, 2, 0, 1], random_samples(reference, 4, seed=3)):
-        sample["depth_layer1"] = first
+    reference = _space(weight_bits=[4, 8], depth=SKIPPABLE)
+    for first, second, sample in zip([0, 2, 0, 1], [0, 0, 1, 1], random_samples(reference, 4, seed=3)):
+        sample |= {"depth_layer1": first, "depth_layer2.1-1": second}
         strategy.distribution.set(sample)
         frozen = space.freeze(sample).eval()
-        assert len(frozen.model.layer1) == first
+        assert len(frozen.model.layer1) == first and len(frozen.model.layer2) == 1 + second
         torch.testing.assert_close(space(x), frozen(x), atol=1e-4, rtol=1e-4)
+    exported = {}  # NNI's export reads the parameters by label: the last sample's depths
+    for repeat in (m for m in space.modules() if isinstance(m, MixedRepeat)):
+        exported |= repeat.export({})
+    assert exported == {"depth_layer1": 1, "depth_layer2.1-1": 1}
 
 
 def test_a_run_of_blocks_in_a_flat_sequential():

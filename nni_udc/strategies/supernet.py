@@ -499,14 +499,45 @@ class MixedBatchNorm1d(MixedBatchNorm2d):
     bound_type = MutableBatchNorm1d
 
 
+class _LabelAlphas(nn.ParameterDict):
+    """Architecture parameters by label. torch's ``ParameterDict`` takes no ``'.'`` in a key, and a label may hold
+    one (``make_compressible``'s ``depth_features.14-16``): such a key is stored with ``'·'`` for ``'.'``, so the
+    saved names of other labels do not change.
+
+    >>> alphas = _LabelAlphas({"depth_layer2.1-1": nn.Parameter(torch.zeros(2))})
+    >>> [label for label, _ in alphas.items()], "depth_layer2.1-1" in alphas, alphas["depth_layer2.1-1"].shape
+    (['depth_layer2.1-1'], True, torch.Size([2]))
+    """
+
+    def __getitem__(self, key: str) -> Any:
+        return super().__getitem__(key.replace(".", "·"))
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key.replace(".", "·"), value)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and super().__contains__(key.replace(".", "·"))
+
+    def keys(self) -> Any:
+        return [key.replace("·", ".") for key in super().keys()]
+
+    def items(self) -> Any:
+        return [(key, self[key]) for key in self.keys()]
+
+
 class MixedRepeat(DifferentiableMixedRepeat):
     """NNI's differentiable ``Repeat`` (a weighted sum of the outputs after each candidate depth), with depth 0.
 
     NNI 3.0's ``DifferentiableMixedRepeat.forward`` (``nni/nas/oneshot/pytorch/supermodule/differentiable.py``)
     collects the outputs after 1, 2, ... blocks only, so a ``Repeat`` whose depth may be 0 drops that candidate's
     term, the input itself: at a one-hot depth 0 the supernet returned nothing of it and the sum's weights did not
-    add up to 1. Here the input joins the sum with depth 0's probability.
+    add up to 1. Here the input joins the sum with depth 0's probability. A label with a ``'.'`` (a depth over a run
+    of nested blocks) is kept too: see :class:`_LabelAlphas`.
     """
+
+    def __init__(self, blocks: list[nn.Module], depth: Any, softmax: nn.Module, alphas: dict[str, Any]) -> None:
+        super().__init__(blocks, depth, softmax, {})
+        self._arch_alpha = _LabelAlphas(alphas)
 
     def forward(self, x: Any) -> Any:
         weights = {label: self._softmax(alpha) for label, alpha in self._arch_alpha.items()}
