@@ -34,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import reprlib
 from collections.abc import Callable, Mapping
@@ -63,6 +64,7 @@ __all__ = [
     "StrategyConfig",
     "TrainingConfig",
     "brief",
+    "check_pareto",
     "clip",
     "load_config",
     "option_type",
@@ -211,11 +213,13 @@ def _temperature(value: Any) -> float | tuple[float, float] | None:
         raise _Invalid(allowed) from None
 
 
-def _reference_point(value: Any) -> tuple[float, float]:
+def _reference_point(value: Any, *, psnr: bool = False) -> tuple[float, float]:
+    """``[accuracy, relative cost]``; for super-resolution data (``psnr``) the first is a PSNR in dB."""
     if (not isinstance(value, (list, tuple)) or len(value) != 2
             or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
-            or not 0 <= value[0] < 1 or value[1] <= 0):
-        raise _Invalid("[accuracy, relative cost]: accuracy in [0, 1) and a cost > 0")
+            or not 0 <= value[0] < (math.inf if psnr else 1) or value[1] <= 0):
+        raise _Invalid("[PSNR in dB, relative cost]: a PSNR >= 0 and a cost > 0" if psnr else
+                       "[accuracy, relative cost]: accuracy in [0, 1) and a cost > 0")
     return float(value[0]), float(value[1])
 
 
@@ -478,8 +482,10 @@ def parse_config(data: Any, path: str | Path, *, base: Path | None = None,
     variable = read.value("pareto", "variable", pareto_data, "target", _Text(VARIABLES))
     v = VARIABLES[variable]
     bound = _Number(high=v.limit)
+    psnr = DATASETS[data_cfg.name].task == "super-resolution"  # the front's quality is PSNR in dB
     pareto = read.section(ParetoConfig, "pareto", pareto_data, defaults={"low": v.low, "high": v.high, "seed": seed},
-                          rules={"low": bound, "high": bound})
+                          rules={"low": bound, "high": bound,
+                                 "reference_point": functools.partial(_reference_point, psnr=psnr)})
     if pareto.low >= pareto.high:
         read.fail("pareto.low", pareto.low, f"smaller than pareto.high ({pareto.high:g})")
     if pareto.grace_period <= pareto.heartbeat_interval:
@@ -488,6 +494,23 @@ def parse_config(data: Any, path: str | Path, *, base: Path | None = None,
 
     output = Path(read.value("", "output", top, f"runs/{name}", _TOP["output"]))  # relative to the working directory
     return ExperimentConfig(name, path, space, data_cfg, training, strategy, hardware, search, pareto, output, seed)
+
+
+def check_pareto(config: ExperimentConfig) -> None:
+    """Refuse what ``nni-udc pareto`` does not run: several training devices. Its searches run one after another
+    inside an Optuna study in this process; Lightning's DDP would start copies of the whole command, each running
+    the study's loop (issue 14). One search (``nni-udc search``) takes ``training.devices: N``.
+
+    Example:
+        >>> check_pareto(parse_config({"space": "digits", "training": {"devices": 2}}, "x.yaml"))
+        Traceback (most recent call last):
+        ...
+        nni_udc.config.ConfigError: x.yaml: training.devices: nni-udc pareto trains on one device, but got 2; use 1 ...
+    """
+    devices = config.training.devices
+    if devices > 1:
+        raise ConfigError(f"{config.path}: training.devices: nni-udc pareto trains on one device, but got {devices}; "
+                          f"use 1 (several devices (DDP) serve one search: nni-udc search)")
 
 
 def _data(read: _Reader, data: Any, seed: int, base: Path | None) -> DataConfig:

@@ -44,10 +44,11 @@ import torch
 from torch import nn
 
 from nni_udc._manifest import manifest_in
-from nni_udc.config import ONE_SHOT, ConfigError, ExperimentConfig, brief, clip
+from nni_udc.config import ONE_SHOT, ConfigError, ExperimentConfig, brief, check_pareto, clip
 from nni_udc.evaluators.divergence import DivergedError, DivergenceCheck, check_finite, told_once
 from nni_udc.pareto import Comparison, Point, read_baseline, write_baseline
 from nni_udc.pareto.baseline import BASELINE_CSV, BASELINE_JSON
+from nni_udc.pareto.metric import metric_of_data
 from nni_udc.pareto.record import TrialRecord
 from nni_udc.registry import DATASETS, STRATEGIES
 
@@ -281,21 +282,22 @@ def _evaluator(config: ExperimentConfig, output: Path, *, progress: bool, logger
     (``ARCH_SPLIT``), so the validation split that chooses and reports stays unseen."""
     from pytorch_lightning.loggers import TensorBoardLogger
 
-    from nni_udc.evaluators.lightning import classification_evaluator
+    from nni_udc.evaluators.tasks import task_of
 
     training_device(config)  # a missing GPU is a clear error here, not Lightning's traceback at fit time
     if config.training.devices > 1 and not config.strategy.one_shot:
         raise ConfigError(f"{config.path}: training.devices: {config.training.devices} devices (DDP) work for the "
                           f"one-shot strategies ({', '.join(ONE_SHOT)}), not for {config.strategy.name!r}; use 1")
     tb = TensorBoardLogger(str(output), name="tensorboard", version="") if logger else False
-    return classification_evaluator(config.data.name, epochs=config.training.epochs,
-                                    batch_size=config.training.batch_size, learning_rate=config.training.learning_rate,
-                                    seed=config.data.seed, data_args=_data_args(config),
-                                    num_classes=_num_classes(config), logger=tb, enable_progress_bar=progress,
-                                    accelerator=config.training.accelerator, devices=config.training.devices,
-                                    precision=config.training.precision,
-                                    arch_split=ARCH_SPLIT if config.strategy.one_shot else None,
-                                    callbacks=[DivergenceCheck()])  # a diverged search stops at once
+    task = task_of(config.data.name)  # classification, or super-resolution (L1 loss, PSNR)
+    classes = {"num_classes": _num_classes(config)} if task.classes else {}
+    return task.evaluator(config.data.name, epochs=config.training.epochs,
+                          batch_size=config.training.batch_size, learning_rate=config.training.learning_rate,
+                          seed=config.data.seed, data_args=_data_args(config), **classes, logger=tb,
+                          enable_progress_bar=progress, accelerator=config.training.accelerator,
+                          devices=config.training.devices, precision=config.training.precision,
+                          arch_split=ARCH_SPLIT if config.strategy.one_shot else None,
+                          callbacks=[DivergenceCheck()])  # a diverged search stops at once
 
 
 def _finetune_loaders(config: ExperimentConfig) -> dict[str, Any]:
@@ -362,8 +364,9 @@ def _search(config: ExperimentConfig, strategy: Any, output: Path, *, target: fl
     from nni.nas.experiment import NasExperiment, NasExperimentConfig
 
     from nni_udc.data import load_dataset
-    from nni_udc.evaluators.training import accuracy
+    from nni_udc.evaluators.tasks import task_of
 
+    score = task_of(config.data.name).score  # accuracy, or PSNR for super-resolution
     started = time.time()
     torch.manual_seed(config.seed)
     splits = load_dataset(config.data.name, **config.data.loader_arguments)
@@ -383,12 +386,12 @@ def _search(config: ExperimentConfig, strategy: Any, output: Path, *, target: fl
             strategy.finetune(**_finetune_loaders(config))
         result = strategy.result
         sample, costs, reference = result.sample, result.costs, result.reference_costs
-        val = accuracy(model, splits.val)
+        val = score(model, splits.val)
     else:
         model, sample, costs, reference, val = _multi_trial(config, space, strategy, evaluator, splits, output, progress,
                                                             target=target)
     check_finite(model, where="the found model")  # fine-tuning has no DivergenceCheck of its own
-    return SearchOutcome(sample=sample, accuracy=float(val), test_accuracy=accuracy(model, splits.test),
+    return SearchOutcome(sample=sample, accuracy=float(val), test_accuracy=score(model, splits.test),
                          costs=dict(costs), reference_costs=dict(reference), cost=config.hardware.cost or "",
                          seconds=time.time() - started, model=model)
 
@@ -408,6 +411,7 @@ def train_supernet(config: ExperimentConfig, *, epochs: int, output: str | Path 
 
     from nni_udc.data import load_dataset
     from nni_udc.data.traced import BundledSplit
+    from nni_udc.evaluators.tasks import task_of
     from nni_udc.strategies.single_path import train_single_path
 
     output = Path(output if output is not None else config.output)
@@ -431,7 +435,7 @@ def train_supernet(config: ExperimentConfig, *, epochs: int, output: str | Path 
         try:
             train_single_path(supernet, strategy.distribution, loader, epochs=epochs,
                               learning_rate=config.training.learning_rate, seed=config.seed, progress=progress,
-                              device=training_device(config))
+                              device=training_device(config), criterion=task_of(config.data.name).criterion())
         except DivergedError as error:
             raise DivergedError(f"{config.path}: the shared supernet diverged: {error}; lower "
                                 f"training.learning_rate ({config.training.learning_rate:g})") from None
@@ -467,6 +471,7 @@ def _cost_probe(config: ExperimentConfig, space: Any, example: torch.Tensor
 def _multi_trial(config: ExperimentConfig, space: Any, strategy: Any, evaluator: Any, splits: Any,
                  output: Path, progress: bool, *, target: float | None) -> tuple:
     """NNI multi-trial search; the most accurate architecture within ``target`` is retrained and returned."""
+    from nni_udc.evaluators.tasks import task_of
     from nni_udc.evaluators.training import train_classifier
     from nni_udc.strategies import run_multitrial
 
@@ -484,7 +489,8 @@ def _multi_trial(config: ExperimentConfig, space: Any, strategy: Any, evaluator:
     model = space.freeze(best.sample)
     scores = train_classifier(model, splits, epochs=max(config.training.epochs, config.training.finetune_epochs),
                               learning_rate=config.training.learning_rate, batch_size=config.training.batch_size,
-                              seed=config.seed, device=training_device(config))
+                              seed=config.seed, device=training_device(config), loss=task_of(config.data.name).loss,
+                              score=task_of(config.data.name).score)
     return model, best.sample, _measured_costs(config, model, example), reference, scores["val"]
 
 
@@ -518,6 +524,11 @@ def _write(outcome: SearchOutcome, output: Path, config: ExperimentConfig, **set
               "hardware": config.hardware.target, **settings, **outcome.to_json(),
               "cost_sources": _cost_sources(config), "baked": baked}
     (output / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _metric_name(config: ExperimentConfig) -> str:
+    """What the front's "accuracy" of ``config`` is: ``'accuracy'``, or ``'psnr'`` for super-resolution data."""
+    return metric_of_data(config.data.name).name
 
 
 def _cost_sources(config: ExperimentConfig) -> dict[str, str]:
@@ -584,8 +595,10 @@ class _Trainer:
 
     def __call__(self, sample: dict[str, Any]) -> tuple[float, float, float]:
         """Validation accuracy, test accuracy and seconds of the model ``sample`` trained for one search's epochs."""
+        from nni_udc.evaluators.tasks import task_of
         from nni_udc.evaluators.training import train_classifier
 
+        task = task_of(self.config.data.name)
         started, threads = time.time(), torch.get_num_threads()
         torch.set_num_threads(1)
         try:
@@ -593,7 +606,7 @@ class _Trainer:
             t = self.config.training
             scores = train_classifier(self.space.freeze(sample), self.splits, epochs=t.epochs + t.finetune_epochs,
                                       learning_rate=t.learning_rate, batch_size=t.batch_size, seed=self.config.seed,
-                                      device=self.device)
+                                      device=self.device, loss=task.loss, score=task.score)
         finally:
             torch.set_num_threads(threads)
         return scores["val"], scores["test"], time.time() - started
@@ -705,7 +718,8 @@ def run_baseline(config: ExperimentConfig, *, output: str | Path | None = None, 
                 done[index] = Point(number=index, accuracy=val, relative_cost=costs[cost] / reference[cost],
                                     test_accuracy=test, costs=costs, architecture=grid[index], seconds=seconds)
                 files["csv"], files["json"] = write_baseline(list(done.values()), output, cost=cost,
-                                                             reference_costs=reference, settings=settings)
+                                                             reference_costs=reference, settings=settings,
+                                                             metric=_metric_name(config))
                 bar.update(1)
         finally:
             bar.close()
@@ -805,6 +819,7 @@ def run_pareto(config: ExperimentConfig, *, progress: bool = True, inner_progres
         raise ConfigError(f"{config.path}: strategy.name: the outer loop varies the one-shot search's cost target; "
                           f"it must be one of {', '.join(ONE_SHOT)}, but got {config.strategy.name!r} (use "
                           f"'nni-udc search' for multi-trial strategies, 'nni-udc baseline' for the uniform grid)")
+    check_pareto(config)
     p = config.pareto
     config.output.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -864,8 +879,10 @@ def run_pareto(config: ExperimentConfig, *, progress: bool = True, inner_progres
     points = study_points(study)
     front = non_dominated(points)
     hv = hypervolume(points, p.reference_point)
+    metric, sources = _metric_name(config), _cost_sources(config)  # PSNR for super-resolution; formula or encoder
     csv_path, json_path = write_front(front, config.output, cost=config.hardware.cost or "", hv=hv,
-                                      reference=p.reference_point, variable=p.variable, points=points)
+                                      reference=p.reference_point, variable=p.variable, points=points, metric=metric,
+                                      cost_sources=sources)
     files = {"csv": csv_path, "json": json_path}
     failed = diverged()
     if len(points) < p.trials and failed:  # given up: the baseline, trained the same way, would diverge too
@@ -875,11 +892,15 @@ def run_pareto(config: ExperimentConfig, *, progress: bool = True, inner_progres
     comparison = None
     if baseline is not None:
         files.update({f"baseline_{kind}": path for kind, path in baseline.files.items()})
-        comparison = compare(baseline.points, points, reference=p.reference_point)
+        comparison = compare(baseline.points, points, reference=p.reference_point, metric=metric)
     if points:
-        files["png"], files["html"] = plot_front(points, config.output, cost=config.hardware.cost or "",
+        cost = config.hardware.cost or ""
+        where = f"{cost} of the searches: {sources.get(cost, 'formula')}" + ("; of the uniform baseline: formula"
+                                                                            if baseline is not None else "")
+        files["png"], files["html"] = plot_front(points, config.output, cost=cost,
                                                  title=f"{config.name}: {len(front)} of {len(points)} searches on the front",
-                                                 baseline=baseline.points if baseline is not None else ())
+                                                 baseline=baseline.points if baseline is not None else (),
+                                                 metric=metric, subtitle=where)
     return ParetoOutcome(points, front, hv, files, baseline, comparison)
 
 

@@ -154,6 +154,8 @@ class DatasetEntry:
     input_shape: tuple[int, ...]
     load: Callable[..., Any]
     check: Callable[[Any, Mapping[str, Any]], None] | None = None
+    #: what a model learns from it, which picks the evaluator and the front's metric (nni_udc.evaluators.tasks)
+    task: Literal["classification", "super-resolution"] = "classification"
 
 
 def _lazy(module: str, name: str) -> Callable[..., Any]:
@@ -185,6 +187,8 @@ DATASETS.register("folder", DatasetEntry((3, 32, 32), _lazy("nni_udc.data.folder
 DATASETS.register("speech-commands", DatasetEntry(
     (1, 49, 10), _lazy("nni_udc.data.speech_commands", "load_speech_commands_splits"),
     _lazy("nni_udc.data.speech_commands", "check_speech_commands")))
+DATASETS.register("sr", DatasetEntry((3, 24, 24), _lazy("nni_udc.data.sr", "load_sr_splits"),
+                                     _lazy("nni_udc.data.sr", "check_sr"), task="super-resolution"))
 
 
 # ----- the outer loop: samplers and variables ------------------------------------------------------------------

@@ -19,11 +19,13 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def comparison(baseline: list[Point], searched: list[Point], *, cost: str, reference: tuple[float, float]) -> str:
+def comparison(baseline: list[Point], searched: list[Point], *, cost: str, reference: tuple[float, float],
+               metric: str = "accuracy") -> str:
     from nni_udc.pareto import compare, format_comparison
+    from nni_udc.pareto.metric import metric_named
 
-    return ("\nThe search against the uniform baseline (test accuracy):\n"
-            + format_comparison(compare(baseline, searched, reference=reference), cost=cost))
+    return (f"\nThe search against the uniform baseline (test {metric_named(metric).label}):\n"
+            + format_comparison(compare(baseline, searched, reference=reference, metric=metric), cost=cost))
 
 
 def search_command(args: argparse.Namespace) -> int:
@@ -38,6 +40,7 @@ def search_command(args: argparse.Namespace) -> int:
     if config.strategy.baseline:
         return _run_baseline(config, workers=None)
     from nni_udc.experiment import quiet, run_search
+    from nni_udc.pareto.metric import metric_of_data
 
     check_search(config)
     out = output_directory(config.output)
@@ -45,7 +48,8 @@ def search_command(args: argparse.Namespace) -> int:
           f"optimising {config.hardware.cost} ({config.hardware.target}); writing to {out}")
     with quiet():
         outcome = run_search(config, output=out, progress=sys.stderr.isatty())
-    print(f"found: val acc {outcome.accuracy:.3f}, test acc {outcome.test_accuracy:.3f}, "
+    m = metric_of_data(config.data.name)  # accuracy, or PSNR (dB) for super-resolution
+    print(f"found: {m.header('val')} {m.text(outcome.accuracy)}, {m.header('test')} {m.text(outcome.test_accuracy)}, "
           f"{outcome.cost} {outcome.costs[outcome.cost]:,.6g} = {outcome.relative_cost:.4f} x the uncompressed model")
     print("architecture: " + ", ".join(f"{k}={v}" for k, v in outcome.sample.items()))
     print(f"wrote {out}/model.pt (and baked: model.pt2, model.state_dict.pt, model.record.json), architecture.json, "
@@ -56,8 +60,10 @@ def search_command(args: argparse.Namespace) -> int:
 def _run_baseline(config: ExperimentConfig, *, workers: int | None) -> int:
     from nni_udc.experiment import quiet, run_baseline
     from nni_udc.pareto import format_front, non_dominated, read_front
+    from nni_udc.pareto.metric import metric_of_data
 
     check_search(config)
+    metric = metric_of_data(config.data.name)
     out_dir = output_directory(config.output)
     t = config.training
     print(f"Training the uniform baseline of {config.space.name} on {config.data.name} "
@@ -68,13 +74,13 @@ def _run_baseline(config: ExperimentConfig, *, workers: int | None) -> int:
     front = non_dominated(outcome.points, accuracy="test_accuracy")
     print(f"\n{len(outcome.points)} uniform models ({outcome.trained} trained now, "
           f"{len(outcome.points) - outcome.trained} kept from before) in {outcome.seconds:.0f} s; "
-          f"{len(front)} on the test-accuracy front:")
-    print(format_front(front, cost=outcome.cost, variable=None, label="model", architecture=True))
+          f"{len(front)} on the test-{metric.word} front:")
+    print(format_front(front, cost=outcome.cost, variable=None, label="model", architecture=True, metric=metric.name))
     if (out_dir / "front.json").is_file():
         searched = read_front(out_dir / "front.json")
         ref = searched["reference_point"]
         print(comparison(outcome.points, searched["points"], cost=outcome.cost,
-                         reference=(ref["accuracy"], ref["relative_cost"])))
+                         reference=(ref["accuracy"], ref["relative_cost"]), metric=metric.name))
     print("wrote " + ", ".join(str(f) for f in outcome.files.values()))
     return 0
 
@@ -85,9 +91,10 @@ def baseline_command(args: argparse.Namespace) -> int:
 
 
 def pareto_command(args: argparse.Namespace) -> int:
-    from nni_udc.config import ConfigError
+    from nni_udc.config import ConfigError, check_pareto
     from nni_udc.experiment import quiet, run_pareto, storage_url
     from nni_udc.pareto import format_comparison, format_front
+    from nni_udc.pareto.metric import metric_of_data
 
     overrides = {key: value for key, value in (("pareto.trials", args.trials), ("pareto.storage", args.storage))
                  if value is not None}
@@ -96,23 +103,24 @@ def pareto_command(args: argparse.Namespace) -> int:
         raise ConfigError(f"{config.path}: strategy.name: the outer loop varies the one-shot search's cost target; "
                           f"it must be one-shot, but got {config.strategy.name!r} (use 'nni-udc search' for "
                           f"multi-trial strategies, 'nni-udc baseline' for the uniform grid)")
+    check_pareto(config)  # one training device
     check_search(config)
     output_directory(config.output)
     check_storage(storage_url(config))
-    p = config.pareto
+    p, metric = config.pareto, metric_of_data(config.data.name)
     print(f"Tracing the front of {config.name}: {p.trials} searches over {p.variable} in [{p.low:g}, {p.high:g}] "
           f"({p.sampler}), optimising {config.hardware.cost} ({config.hardware.target}); study in {storage_url(config)}"
           + ("; then the uniform baseline" if p.baseline else ""))
     with quiet(enabled=not args.verbose):
         outcome = run_pareto(config, inner_progress=args.verbose)
     print()
-    print(format_front(outcome.front, cost=config.hardware.cost or "", variable=p.variable))
+    print(format_front(outcome.front, cost=config.hardware.cost or "", variable=p.variable, metric=metric.name))
     print(f"\n{len(outcome.front)} of {len(outcome.points)} searches on the front; hypervolume {outcome.hypervolume:.4f} "
-          f"(reference point: accuracy {p.reference_point[0]:g}, relative cost {p.reference_point[1]:g})")
+          f"(reference point: {metric.word} {p.reference_point[0]:g}, relative cost {p.reference_point[1]:g})")
     if outcome.baseline is not None and outcome.comparison is not None:
         b = outcome.baseline
         print(f"\nUniform baseline: {len(b.points)} models ({b.trained} trained now) in {b.seconds:.0f} s. "
-              "The search against it (test accuracy):")
+              f"The search against it (test {metric.label}):")
         print(format_comparison(outcome.comparison, cost=config.hardware.cost or ""))
     print("wrote " + ", ".join(str(f) for f in outcome.files.values()))
     return 0

@@ -12,19 +12,21 @@ __all__ = ["show_command"]
 
 def show_command(args: argparse.Namespace) -> int:
     from nni_udc.pareto import format_front, read_baseline, read_front
+    from nni_udc.pareto.metric import metric_named
 
     path = Path(args.run)
     path = path / "front.json" if path.is_dir() else path
     if not path.is_file():
         raise RunFileError(f"{path}: no such file; give a pareto run's output directory or its front.json")
     data = read_front(path)  # RunFileError names the file and the field
-    print(format_front(data["front"], cost=data["cost"], variable=data["variable"]))
+    metric = metric_named(data.get("metric"))  # accuracy, or PSNR (dB) for super-resolution
+    print(format_front(data["front"], cost=data["cost"], variable=data["variable"], metric=metric.name))
     ref = data["reference_point"]
-    print(f"\nhypervolume {data['hypervolume']:.4f} (reference point: accuracy {ref['accuracy']:g}, "
+    print(f"\nhypervolume {data['hypervolume']:.4f} (reference point: {metric.word} {ref['accuracy']:g}, "
           f"relative cost {ref['relative_cost']:g})")
     baseline_path = path.parent / "baseline.json"
     if baseline_path.is_file():
         baseline = read_baseline(baseline_path)
         print(comparison(baseline["points"], data["points"], cost=data["cost"],
-                         reference=(ref["accuracy"], ref["relative_cost"])))
+                         reference=(ref["accuracy"], ref["relative_cost"]), metric=metric.name))
     return 0

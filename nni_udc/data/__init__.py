@@ -1,4 +1,5 @@
-"""Real data sets: bundled (scikit-learn's digits, MNIST-1D) or read from a local folder (CIFAR, images, speech).
+"""Real data sets: bundled (scikit-learn's digits, MNIST-1D) or read from a local folder (CIFAR, images, speech);
+super-resolution patches (``sr``) from DIV2K-style folders or scikit-image's images.
 
 Each loader returns a :class:`DatasetSplits` of seeded, stratified train / val / test
 ``TensorDataset`` splits (float32 inputs standardised with train statistics, int64 labels).
@@ -16,6 +17,7 @@ from nni_udc.data.folder import load_folder_splits
 from nni_udc.data.mnist1d import load_mnist1d_splits
 from nni_udc.data.roots import DataRootError
 from nni_udc.data.speech_commands import load_speech_commands_splits
+from nni_udc.data.sr import load_sr_splits
 
 __all__ = [
     "DATASET_NAMES",
@@ -28,6 +30,7 @@ __all__ = [
     "load_folder_splits",
     "load_mnist1d_splits",
     "load_speech_commands_splits",
+    "load_sr_splits",
 ]
 
 from nni_udc.registry import DATASETS

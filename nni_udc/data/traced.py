@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import nni
+import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset
 
@@ -47,7 +48,12 @@ class BundledSplit(Dataset):
         if part != "all":
             labels = data.tensors[1].numpy()
             fraction = check_fraction("arch_fraction", arch_fraction)
-            weights, arch = stratified_split(labels, fraction_count(fraction, len(labels)), seed=0, arg="arch_fraction")
+            if labels.ndim > 1:  # targets are images (super-resolution): no classes to stratify by
+                order, n_arch = np.random.default_rng(0).permutation(len(labels)), fraction_count(fraction, len(labels))
+                arch, weights = np.sort(order[:n_arch]), np.sort(order[n_arch:])
+            else:
+                weights, arch = stratified_split(labels, fraction_count(fraction, len(labels)), seed=0,
+                                                 arg="arch_fraction")
             data = Subset(data, (weights if part == "weights" else arch).tolist())
         self.data = data
 

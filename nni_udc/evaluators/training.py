@@ -1,6 +1,8 @@
 """A small, deterministic training loop for final numbers (retraining found architectures and baselines)."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,9 +27,12 @@ def accuracy(model: nn.Module, dataset: TensorDataset, batch_size: int = 512) ->
 
 
 def train_classifier(model: nn.Module, splits: DatasetSplits, *, epochs: int = 15, learning_rate: float = 1e-2,
-                     batch_size: int = 64, seed: int = 0,
-                     device: str | torch.device = "auto") -> dict[str, float]:
+                     batch_size: int = 64, seed: int = 0, device: str | torch.device = "auto",
+                     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+                     score: Callable[[nn.Module, TensorDataset], float] = accuracy) -> dict[str, float]:
     """Train with Adam and cosine decay on ``splits.train``; return validation and test accuracy.
+
+    ``loss`` and ``score`` serve another task (super-resolution: L1 and PSNR, :mod:`nni_udc.evaluators.tasks`).
 
     ``device`` is a torch device or a Lightning accelerator name (``auto``: cuda when available, else cpu;
     :func:`~nni_udc.evaluators.devices.torch_device`); the model is moved there and stays there.
@@ -52,10 +57,10 @@ def train_classifier(model: nn.Module, splits: DatasetSplits, *, epochs: int = 1
         for step, (x, y) in enumerate(loader):
             x, y = x.to(target, non_blocking=True), y.to(target, non_blocking=True)
             optimizer.zero_grad()
-            loss = F.cross_entropy(model(x), y)
-            check_loss(loss, where=f"epoch {epoch}, step {step}")  # nan weights would still "predict" one class
-            loss.backward()
+            value = loss(model(x), y)
+            check_loss(value, where=f"epoch {epoch}, step {step}")  # nan weights would still "predict" one class
+            value.backward()
             optimizer.step()
             schedule.step()
     check_finite(model, where=f"end of epoch {epochs - 1}")
-    return {"val": accuracy(model, splits.val), "test": accuracy(model, splits.test)}
+    return {"val": score(model, splits.val), "test": score(model, splits.test)}

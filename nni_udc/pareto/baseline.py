@@ -24,7 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from nni_udc.pareto.files import RunFileError, check_point, read_json
+from nni_udc.pareto.files import RunFileError, check_point, metric_high, read_json
 from nni_udc.pareto.front import Point, write_points_csv
 
 __all__ = ["BASELINE_CSV", "BASELINE_JSON", "read_baseline", "write_baseline"]
@@ -40,14 +40,21 @@ def _replace(path: Path, text: str) -> None:
 
 
 def write_baseline(points: Sequence[Point], directory: Path, *, cost: str, reference_costs: dict[str, float],
-                   settings: dict[str, Any]) -> tuple[Path, Path]:
-    """Write ``baseline.csv`` and ``baseline.json`` (points in grid order); return their paths."""
+                   settings: dict[str, Any], metric: str = "accuracy") -> tuple[Path, Path]:
+    """Write ``baseline.csv`` and ``baseline.json`` (points in grid order); return their paths.
+
+    ``metric`` names what the ``accuracy`` values are (accuracy or PSNR, :mod:`~nni_udc.pareto.metric`). The costs
+    of the grid's models are the formulas' (a model frozen from the space for its costs holds no trained weights
+    for a measurement): both files say so (``cost_source``).
+    """
     directory.mkdir(parents=True, exist_ok=True)
     points = sorted(points, key=lambda p: p.number)
     csv_path, json_path = directory / BASELINE_CSV, directory / BASELINE_JSON
-    partial_csv = write_points_csv(points, directory / (BASELINE_CSV + ".partial"))
+    partial_csv = write_points_csv(points, directory / (BASELINE_CSV + ".partial"), metric=metric,
+                                   cost_source="formula")
     os.replace(partial_csv, csv_path)
-    _replace(json_path, json.dumps({"cost": cost, "reference_costs": reference_costs, "settings": settings,
+    _replace(json_path, json.dumps({"cost": cost, "metric": metric, "cost_source": "formula",
+                                    "reference_costs": reference_costs, "settings": settings,
                                     "points": [asdict(p) for p in points]}, indent=2) + "\n")
     return csv_path, json_path
 
@@ -57,7 +64,8 @@ def read_baseline(path: Path) -> dict[str, Any]:
     data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("points"), list):
         raise RunFileError(f"{path}: must be a mapping with a list of points, as 'nni-udc baseline' writes")
+    high = metric_high(data, str(path))
     for i, point in enumerate(data["points"]):
-        check_point(point, f"{path}: points[{i}]")
+        check_point(point, f"{path}: points[{i}]", high=high)
     data["points"] = [Point(**p) for p in data["points"]]
     return data

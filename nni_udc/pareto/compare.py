@@ -9,7 +9,9 @@ searched cost``; when no searched model is that accurate the ratio is ``0``: the
 point at any size, a loss that must pull the median down (``inf`` there once read as a win). It summarises the ratios of the baseline
 front points with test accuracy ≥ ``min_accuracy`` (0.95) by their median and says whether the search is
 *never worse* there: every such baseline point has a searched point at least as accurate and no larger.
-Both fronts' hypervolumes use the same reference point.
+Both fronts' hypervolumes use the same reference point. For super-resolution "accuracy" is PSNR in dB
+(:mod:`~nni_udc.pareto.metric`): the ratio is taken at the same or better test PSNR, and the bar is 1 dB under
+the best baseline model's test PSNR.
 
 Example:
     >>> searched = [Point(0, 0.9, 0.03125, test_accuracy=0.92), Point(1, 0.9, 0.0625, test_accuracy=0.97),
@@ -31,6 +33,7 @@ from dataclasses import dataclass
 
 from nni_udc._table import format_table
 from nni_udc.pareto.front import Point, hypervolume, non_dominated
+from nni_udc.pareto.metric import metric_named
 
 __all__ = ["Comparison", "Match", "compare", "format_comparison", "match_baseline", "median_ratio", "never_worse"]
 
@@ -98,15 +101,23 @@ class Comparison:
     search_hypervolume: float
     baseline_hypervolume: float
     reference: tuple[float, float]
+    metric: str = "accuracy"  # what the accuracies are (nni_udc.pareto.metric)
 
 
 def compare(baseline: Sequence[Point], searched: Sequence[Point], *, reference: tuple[float, float],
-            min_accuracy: float = 0.95) -> Comparison:
-    """Compare the searched points with the uniform baseline's, by test accuracy and relative cost."""
+            min_accuracy: float | None = None, metric: str = "accuracy") -> Comparison:
+    """Compare the searched points with the uniform baseline's, by test accuracy (or PSNR) and relative cost.
+
+    ``min_accuracy``: the bar of the summary; default the metric's (0.95 accuracy; PSNR: 1 dB under the best
+    baseline model's test PSNR).
+    """
+    m = metric_named(metric)
+    if min_accuracy is None:
+        min_accuracy = m.bar([p.test_accuracy for p in baseline if p.test_accuracy is not None])
     matches = match_baseline(baseline, searched)
     return Comparison(matches, min_accuracy, median_ratio(matches, min_accuracy), never_worse(matches, min_accuracy),
                       hypervolume(searched, reference, accuracy="test_accuracy"),
-                      hypervolume(baseline, reference, accuracy="test_accuracy"), reference)
+                      hypervolume(baseline, reference, accuracy="test_accuracy"), reference, m.name)
 
 
 def _ratio(value: float | None, reached: bool = True) -> str:
@@ -122,27 +133,30 @@ def format_comparison(comparison: Comparison, *, cost: str) -> str:
     def size(p: Point) -> str:
         return f"{p.costs[cost]:,.6g}" if cost in p.costs else "-"
 
+    metric = metric_named(comparison.metric)
     rows = []
     for m in comparison.matches:
         b, s = m.baseline, m.searched
         mark = "*" if (b.test_accuracy or 0.0) >= comparison.min_accuracy else ""
-        rows.append([f"{b.number}{mark}", f"{b.test_accuracy:.3f}", f"{b.relative_cost:.4f}", size(b),
-                     str(s.number) if s else "none", f"{s.test_accuracy:.3f}" if s else "-",
+        rows.append([f"{b.number}{mark}", metric.text(b.test_accuracy), f"{b.relative_cost:.4f}", size(b),
+                     str(s.number) if s else "none", metric.text(s.test_accuracy) if s else "-",
                      f"{s.relative_cost:.4f}" if s else "-", size(s) if s else "-", _ratio(m.ratio, s is not None)])
-    table = format_table(["uniform", "test acc", "relative cost", cost, "searched", "test acc", "relative cost", cost,
+    test = metric.header("test")
+    table = format_table(["uniform", test, "relative cost", cost, "searched", test, "relative cost", cost,
                           "ratio"], rows)
-    bar = f"{comparison.min_accuracy:g}"
-    verdict = {True: "yes", False: "no", None: f"n/a (no baseline front point reaches test accuracy {bar})"}
+    bar = f"{comparison.min_accuracy:g}" if metric.name == "accuracy" else metric.text(comparison.min_accuracy)
+    what = f"test {metric.label}"
+    verdict = {True: "yes", False: "no", None: f"n/a (no baseline front point reaches {what} {bar})"}
     count = len(_qualifying(comparison.matches, comparison.min_accuracy))
     acc_ref, cost_ref = comparison.reference
+    as_good = "at least as accurate on test" if metric.name == "accuracy" else f"with the same or better {what}"
     return "\n".join([
         table,
         "",
-        f"ratio = uniform {cost} / searched {cost} of the smallest search at least as accurate on test "
-        f"(* = test accuracy >= {bar})",
-        f"median ratio over the {count} uniform front points with test accuracy >= {bar}: "
+        f"ratio = uniform {cost} / searched {cost} of the smallest search {as_good} (* = {what} >= {bar})",
+        f"median ratio over the {count} uniform front points with {what} >= {bar}: "
         f"{_ratio(comparison.median_ratio)}",
         f"search never worse than uniform there: {verdict[comparison.never_worse]}",
-        f"test-accuracy hypervolume (reference point: accuracy {acc_ref:g}, relative cost {cost_ref:g}): "
+        f"{what.replace(' ', '-', 1)} hypervolume (reference point: {metric.label} {acc_ref:g}, relative cost {cost_ref:g}): "
         f"search {comparison.search_hypervolume:.4f}, uniform baseline {comparison.baseline_hypervolume:.4f}",
     ])

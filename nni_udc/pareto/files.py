@@ -16,7 +16,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunFileError", "check_front", "check_point", "read_json"]
+from nni_udc.pareto.metric import METRICS
+
+__all__ = ["RunFileError", "check_front", "check_point", "metric_high", "read_json"]
 
 
 class RunFileError(ValueError):
@@ -49,15 +51,16 @@ def _field(where: str, data: dict[str, Any], key: str) -> Any:
     return data[key]
 
 
-def check_point(data: Any, where: str) -> None:
-    """One point (a search or a baseline model) as :func:`dataclasses.asdict` of a front ``Point`` writes it."""
+def check_point(data: Any, where: str, *, high: float = 1.0) -> None:
+    """One point (a search or a baseline model) as :func:`dataclasses.asdict` of a front ``Point`` writes it;
+    ``high`` bounds its accuracy (the metric's, :func:`metric_high`: 1 for accuracy, none for PSNR)."""
     point = _mapping(where, data)
     number = _field(where, point, "number")
     if isinstance(number, bool) or not isinstance(number, int) or number < 0:
         raise RunFileError(f"{where}.number: must be an integer >= 0, but got {_brief(number)}")
-    _number(f"{where}.accuracy", _field(where, point, "accuracy"), high=1.0)
+    _number(f"{where}.accuracy", _field(where, point, "accuracy"), high=high)
     _number(f"{where}.relative_cost", _field(where, point, "relative_cost"))
-    _number(f"{where}.test_accuracy", point.get("test_accuracy"), high=1.0, optional=True)
+    _number(f"{where}.test_accuracy", point.get("test_accuracy"), high=high, optional=True)
     _number(f"{where}.value", point.get("value"), optional=True)
     _number(f"{where}.seconds", point.get("seconds"), optional=True)
     for key, cost in _mapping(f"{where}.costs", point.get("costs", {})).items():
@@ -65,10 +68,19 @@ def check_point(data: Any, where: str) -> None:
     _mapping(f"{where}.architecture", point.get("architecture", {}))
 
 
+def metric_high(data: dict[str, Any], where: str) -> float:
+    """The largest accuracy value a run file of metric ``data['metric']`` may hold (absent: accuracy, 1)."""
+    name = data.get("metric", "accuracy")
+    if name not in METRICS:
+        raise RunFileError(f"{where}: metric: must be one of {', '.join(METRICS)}, but got {_brief(name)}")
+    return METRICS[name].high
+
+
 def check_front(data: Any, path: Path | str) -> None:
     """A ``front.json``: cost, variable, hypervolume, reference point, and every point of ``front`` and ``points``."""
     top = _mapping(str(path), data)
     where = f"{path}"
+    high = metric_high(top, where)
     cost = _field(where, top, "cost")
     if not isinstance(cost, str) or not cost:
         raise RunFileError(f"{where}: cost: must be a cost's name, but got {_brief(cost)}")
@@ -77,7 +89,7 @@ def check_front(data: Any, path: Path | str) -> None:
         raise RunFileError(f"{where}: variable: must be a name (or null), but got {_brief(variable)}")
     _number(f"{where}: hypervolume", _field(where, top, "hypervolume"))
     reference = _mapping(f"{where}: reference_point", _field(where, top, "reference_point"))
-    _number(f"{where}: reference_point.accuracy", _field(f"{where}: reference_point", reference, "accuracy"), high=1.0)
+    _number(f"{where}: reference_point.accuracy", _field(f"{where}: reference_point", reference, "accuracy"), high=high)
     _number(f"{where}: reference_point.relative_cost",
             _field(f"{where}: reference_point", reference, "relative_cost"))
     for key in ("front", "points"):
@@ -87,7 +99,7 @@ def check_front(data: Any, path: Path | str) -> None:
         if not isinstance(points, list):
             raise RunFileError(f"{where}: {key}: must be a list of points, but got {_brief(points)}")
         for i, point in enumerate(points):
-            check_point(point, f"{where}: {key}[{i}]")
+            check_point(point, f"{where}: {key}[{i}]", high=high)
 
 
 def read_json(path: Path | str) -> Any:

@@ -1,8 +1,10 @@
 """The accuracy-vs-cost front: non-dominated points, hypervolume, CSV/JSON files and plots.
 
 A point is one finished search: validation accuracy (maximised) and relative cost (the optimised cost as
-a fraction of the uncompressed reference model; minimised). The hypervolume is the area that the front
-dominates inside a fixed reference point ``(accuracy, relative cost)``, so runs of one experiment compare.
+a fraction of the uncompressed reference model; minimised). For super-resolution the ``accuracy`` field holds
+PSNR in dB (:mod:`~nni_udc.pareto.metric`; the files name the metric, the tables and plots label it). The
+hypervolume is the area that the front dominates inside a fixed reference point ``(accuracy, relative cost)``, so
+runs of one experiment compare.
 
 Example:
     >>> pts = [Point(0, 0.9, 0.5), Point(1, 0.8, 0.2), Point(2, 0.7, 0.3)]
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from nni_udc.pareto.files import check_front, read_json
+from nni_udc.pareto.metric import metric_named
 
 __all__ = ["Accuracy", "Point", "format_front", "hypervolume", "non_dominated", "plot_front", "read_front",
            "write_front", "write_points_csv"]
@@ -84,29 +87,41 @@ def hypervolume(points: Sequence[Point], reference: tuple[float, float], *, accu
 _COLUMNS = ["number", "value", "accuracy", "test_accuracy", "relative_cost", "seconds"]
 
 
-def write_points_csv(points: Sequence[Point], path: Path, *, variable: str | None = None) -> Path:
+def write_points_csv(points: Sequence[Point], path: Path, *, variable: str | None = None, metric: str = "accuracy",
+                     cost_source: str | None = None) -> Path:
     """One row per point: its numbers, every cost a column, the architecture as JSON (``variable`` names
-    the ``value`` column; without one the column is left out)."""
+    the ``value`` column; without one the column is left out). The ``accuracy`` columns are named after the
+    ``metric`` (``psnr``, ``test_psnr``); ``cost_source`` (``'formula'`` or the measurement) adds a column saying
+    where the optimised cost's numbers come from."""
     columns = [c for c in _COLUMNS if c != "value" or variable is not None]
+    names = {"value": variable, "accuracy": metric, "test_accuracy": f"test_{metric}"}
     cost_names = sorted({name for p in points for name in p.costs})
+    source = ["cost_source"] if cost_source is not None else []
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow([c if c != "value" else variable for c in columns] + cost_names + ["architecture"])
+        writer.writerow([names.get(c, c) for c in columns] + cost_names + source + ["architecture"])
         for p in points:
             writer.writerow([getattr(p, c) for c in columns] + [p.costs.get(n) for n in cost_names]
-                            + [json.dumps(p.architecture, sort_keys=True)])
+                            + ([cost_source] if source else []) + [json.dumps(p.architecture, sort_keys=True)])
     return path
 
 
 def write_front(front: Sequence[Point], directory: Path, *, cost: str, hv: float, reference: tuple[float, float],
-                variable: str, points: Sequence[Point] | None = None) -> tuple[Path, Path]:
+                variable: str, points: Sequence[Point] | None = None, metric: str = "accuracy",
+                cost_sources: dict[str, str] | None = None) -> tuple[Path, Path]:
     """Write ``front.csv`` (one row per point; every cost a column) and ``front.json``; return their paths.
 
-    ``front.json`` also keeps every finished search (``points``) for comparisons made later.
+    ``front.json`` also keeps every finished search (``points``) for comparisons made later. ``metric`` names what
+    the ``accuracy`` values are; ``cost_sources`` (cost name -> ``'formula'`` or the measurement, as ``report.json``
+    has them) says where the costs come from: both files state it.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    csv_path, json_path = write_points_csv(front, directory / "front.csv", variable=variable), directory / "front.json"
-    json_path.write_text(json.dumps({"cost": cost, "variable": variable, "hypervolume": hv,
+    source = (cost_sources or {}).get(cost)
+    csv_path = write_points_csv(front, directory / "front.csv", variable=variable, metric=metric, cost_source=source)
+    json_path = directory / "front.json"
+    json_path.write_text(json.dumps({"cost": cost, "variable": variable, "metric": metric,
+                                     **({"cost_sources": cost_sources} if cost_sources is not None else {}),
+                                     "hypervolume": hv,
                                      "reference_point": {"accuracy": reference[0], "relative_cost": reference[1]},
                                      "front": [asdict(p) for p in front],
                                      "points": [asdict(p) for p in (points if points is not None else front)]},
@@ -127,16 +142,18 @@ def read_front(path: Path) -> dict[str, Any]:
 
 
 def format_front(front: Sequence[Point], *, cost: str, variable: str | None, label: str = "trial",
-                 architecture: bool = False) -> str:
+                 architecture: bool = False, metric: str = "accuracy") -> str:
     """The front as a text table, cheapest first (no ``variable`` column when it is ``None``; ``architecture``
-    adds each point's sample)."""
+    adds each point's sample; ``metric`` labels and prints the quality columns)."""
     from nni_udc._table import format_table
 
+    m = metric_named(metric)
     rows = [[str(p.number)] + ([f"{p.value:.4g}" if p.value is not None else "-"] if variable is not None else [])
-            + [f"{p.accuracy:.3f}", f"{p.test_accuracy:.3f}" if p.test_accuracy is not None else "-",
+            + [m.text(p.accuracy), m.text(p.test_accuracy),
                f"{p.relative_cost:.4f}", f"{p.costs.get(cost, float('nan')):,.6g}"]
             + ([" ".join(f"{k}={v}" for k, v in p.architecture.items())] if architecture else []) for p in front]
-    headers = ([label] + ([variable] if variable is not None else []) + ["val acc", "test acc", "relative cost", cost]
+    headers = ([label] + ([variable] if variable is not None else [])
+               + [m.header("val"), m.header("test"), "relative cost", cost]
                + (["architecture"] if architecture else []))
     return format_table(headers, rows)
 
@@ -151,11 +168,14 @@ class _Series:
 
 
 def plot_front(points: Sequence[Point], directory: Path, *, cost: str, title: str,
-               baseline: Sequence[Point] = ()) -> tuple[Path, Path]:
+               baseline: Sequence[Point] = (), metric: str = "accuracy", subtitle: str = "") -> tuple[Path, Path]:
     """``front.png`` (matplotlib) and ``front.html`` (plotly, interactive: hover shows each architecture).
 
-    ``baseline``: the uniform-compression models, drawn with their own front beside the searches.
+    ``baseline``: the uniform-compression models, drawn with their own front beside the searches; ``metric``
+    labels the quality axis (validation accuracy, or PSNR in dB); ``subtitle`` is a second title line (where the
+    costs come from).
     """
+    m = metric_named(metric)
     import matplotlib
     import matplotlib.ticker
 
@@ -181,8 +201,8 @@ def plot_front(points: Sequence[Point], directory: Path, *, cost: str, title: st
     ax.xaxis.set_minor_formatter(matplotlib.ticker.FuncFormatter(  # label 2, 3 and 5 of each decade
         lambda v, _: f"{v:g}" if round(v / 10 ** math.floor(math.log10(v))) in (2, 3, 5) else ""))
     ax.set_xlabel(f"{cost} relative to the uncompressed model (log)")
-    ax.set_ylabel("validation accuracy")
-    ax.set_title(title)
+    ax.set_ylabel(f"validation {m.label}")
+    ax.set_title(f"{title}\n{subtitle}" if subtitle else title, fontsize="medium")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
@@ -191,7 +211,7 @@ def plot_front(points: Sequence[Point], directory: Path, *, cost: str, title: st
 
     def trace(pts: Sequence[Point], name: str, what: str, color: str, symbol: str) -> Any:
         text = [f"{what} {p.number}<br>{cost}: {p.costs.get(cost, float('nan')):,.6g}<br>"
-                + (f"test accuracy: {p.test_accuracy:.3f}<br>" if p.test_accuracy is not None else "")
+                + (f"test {m.label}: {m.text(p.test_accuracy)}<br>" if p.test_accuracy is not None else "")
                 + "<br>".join(f"{k}: {v}" for k, v in p.architecture.items()) for p in pts]
         return go.Scatter(x=[p.relative_cost for p in pts], y=[p.accuracy for p in pts], mode="markers", name=name,
                           text=text, hoverinfo="text+x+y", marker={"color": color, "size": 9, "symbol": symbol})
@@ -202,7 +222,8 @@ def plot_front(points: Sequence[Point], directory: Path, *, cost: str, title: st
         traces += [trace(s.points, f"all {s.name}", s.what, every, symbol),
                    trace(non_dominated(s.points), f"{s.name}: Pareto front", s.what, best, symbol)]
     figure = go.Figure(traces)
-    figure.update_layout(title=title, xaxis={"title": f"relative {cost}", "type": "log"},
-                         yaxis={"title": "validation accuracy"})
+    figure.update_layout(title=f"{title}<br><sup>{subtitle}</sup>" if subtitle else title,
+                         xaxis={"title": f"relative {cost}", "type": "log"},
+                         yaxis={"title": f"validation {m.label}"})
     figure.write_html(str(html), include_plotlyjs=True)
     return png, html

@@ -17,11 +17,12 @@ __all__ = ["finetune"]
 
 class _FineTune(pl.LightningModule):
     def __init__(self, model: nn.Module, criterion: nn.Module, optimizer: type, learning_rate: float,
-                 weight_decay: float) -> None:
+                 weight_decay: float, score: Any = None) -> None:
         super().__init__()
-        self.model, self.criterion = model, criterion
+        self.model, self.criterion, self.score = model, criterion, score
         self.optimizer_class, self.learning_rate, self.weight_decay = optimizer, learning_rate, weight_decay
-        self.correct = self.seen = 0
+        self.correct: float = 0  # correct predictions, or the sum of another task's score
+        self.seen = 0
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         x, y = batch
@@ -34,6 +35,10 @@ class _FineTune(pl.LightningModule):
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y = batch
+        if self.score is not None:  # another task's score: (sum over the batch, count), e.g. PSNR (evaluators/sr.py)
+            total, count = self.score(self.model(x), y)
+            self.correct, self.seen = self.correct + float(total), self.seen + int(count)
+            return
         self.correct += int((self.model(x).argmax(-1) == y).sum())
         self.seen += len(y)
 
@@ -71,7 +76,7 @@ def finetune(model: nn.Module, evaluator: Any, *, epochs: int, learning_rate: fl
     hparams = getattr(module, "hparams", {})
     tuner = _FineTune(model, module.criterion, getattr(module, "optimizer", torch.optim.Adam),
                       learning_rate if learning_rate is not None else hparams.get("learning_rate", 1e-3),
-                      hparams.get("weight_decay", 0.0))
+                      hparams.get("weight_decay", 0.0), getattr(module, "score_batch", None))
     search_trainer = getattr(evaluator, "trainer", None)
     logger = getattr(search_trainer, "logger", None) or False
     progress = bool(getattr(search_trainer, "progress_bar_callback", None))

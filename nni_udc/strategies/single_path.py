@@ -51,7 +51,8 @@ def sandwich(choices: Mapping[str, Categorical], rng: random.Random, *, random_s
 
 def train_single_path(supernet: nn.Module, distribution: ArchitectureDistribution, loader: Iterable, *,
                       epochs: int, learning_rate: float = 1e-2, random_samples: int = 2, seed: int = 0,
-                      progress: bool = False, device: str | torch.device = "auto") -> list[float]:
+                      progress: bool = False, device: str | torch.device = "auto",
+                      criterion: nn.Module | None = None) -> list[float]:
     """Train the supernet's weights (not its architecture parameters) with the sandwich rule; return the
     mean training loss of each epoch.
 
@@ -71,7 +72,7 @@ def train_single_path(supernet: nn.Module, distribution: ArchitectureDistributio
     optimizer = torch.optim.Adam(weights, lr=learning_rate)
     steps = max(1, epochs * len(loader))  # type: ignore[arg-type]
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    criterion = nn.CrossEntropyLoss()
+    criterion = criterion if criterion is not None else nn.CrossEntropyLoss()  # super-resolution: L1
     saved = distribution.state()
     losses = []
     supernet.train()
