@@ -55,9 +55,8 @@ from nni_udc.registry import DATASETS, STRATEGIES
 if TYPE_CHECKING:
     from nni_udc.evaluators.costs import CostFn
 
-__all__ = ["BaselineOutcome", "ParetoOutcome", "SearchOutcome", "build_strategy", "check_space", "quiet", "resolve_budget",
-           "run_baseline", "run_pareto", "run_search", "study_points",
-           "training_device"]
+__all__ = ["BaselineOutcome", "ParetoOutcome", "SearchOutcome", "build_strategy", "check_space", "distributed_rank",
+           "quiet", "resolve_budget", "run_baseline", "run_pareto", "run_search", "study_points", "training_device"]
 
 #: fraction of the train split on which a one-shot search trains its architecture parameters
 ARCH_SPLIT = 0.2
@@ -344,15 +343,22 @@ def run_search(config: ExperimentConfig, *, target: float | None = None, weight:
         hint = " or the penalty weight" if config.strategy.one_shot else ""
         raise DivergedError(f"{config.path}: the search diverged: {error}; lower training.learning_rate "
                             f"({config.training.learning_rate:g}){hint}") from None
-    if _distributed_rank() != 0:  # training.devices > 1: every DDP process ends here; the first one writes
+    if distributed_rank() != 0:  # training.devices > 1: every DDP process ends here; the first one writes
         return outcome
     # what the search used, file or arguments
     _write(outcome, output, config, target=target, weight=weight, supernet=str(supernet) if supernet else None)
     return outcome
 
 
-def _distributed_rank() -> int:
-    """This process's rank among Lightning's DDP processes (``training.devices`` > 1); 0 when there are none."""
+def distributed_rank() -> int:
+    """This process's rank among Lightning's DDP processes (``training.devices`` > 1); 0 when there are none.
+
+    Lightning starts the other ranks by running the same command again with ``LOCAL_RANK`` set, so the rank is
+    known before the process group exists: the CLI prints from rank 0 only.
+
+    >>> distributed_rank()
+    0
+    """
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return int(torch.distributed.get_rank())
     return int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", 0)))

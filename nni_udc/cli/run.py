@@ -39,15 +39,20 @@ def search_command(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides)
     if config.strategy.baseline:
         return _run_baseline(config, workers=None)
-    from nni_udc.experiment import quiet, run_search
+    from nni_udc.experiment import distributed_rank, quiet, run_search
     from nni_udc.pareto.metric import metric_of_data
 
     check_search(config)
     out = output_directory(config.output)
-    print(f"Searching {config.space.name} with {config.strategy.name} on {config.data.name}, "
-          f"optimising {config.hardware.cost} ({config.hardware.target}); writing to {out}")
+    # training.devices > 1: Lightning runs this command again for each other rank; only the first one reports
+    primary = distributed_rank() == 0
+    if primary:
+        print(f"Searching {config.space.name} with {config.strategy.name} on {config.data.name}, "
+              f"optimising {config.hardware.cost} ({config.hardware.target}); writing to {out}")
     with quiet():
-        outcome = run_search(config, output=out, progress=sys.stderr.isatty())
+        outcome = run_search(config, output=out, progress=sys.stderr.isatty() and primary)
+    if not primary:
+        return 0
     m = metric_of_data(config.data.name)  # accuracy, or PSNR (dB) for super-resolution
     print(f"found: {m.header('val')} {m.text(outcome.accuracy)}, {m.header('test')} {m.text(outcome.test_accuracy)}, "
           f"{outcome.cost} {outcome.costs[outcome.cost]:,.6g} = {outcome.relative_cost:.4f} x the uncompressed model")
