@@ -441,7 +441,8 @@ def train_supernet(config: ExperimentConfig, *, epochs: int, output: str | Path 
         try:
             train_single_path(supernet, strategy.distribution, loader, epochs=epochs,
                               learning_rate=config.training.learning_rate, seed=config.seed, progress=progress,
-                              device=training_device(config), criterion=task_of(config.data.name).criterion())
+                              device=training_device(config), criterion=task_of(config.data.name).criterion(),
+                              precision=config.training.precision)
         except DivergedError as error:
             raise DivergedError(f"{config.path}: the shared supernet diverged: {error}; lower "
                                 f"training.learning_rate ({config.training.learning_rate:g})") from None
@@ -496,7 +497,7 @@ def _multi_trial(config: ExperimentConfig, space: Any, strategy: Any, evaluator:
     scores = train_classifier(model, splits, epochs=max(config.training.epochs, config.training.finetune_epochs),
                               learning_rate=config.training.learning_rate, batch_size=config.training.batch_size,
                               seed=config.seed, device=training_device(config), loss=task_of(config.data.name).loss,
-                              score=task_of(config.data.name).score)
+                              score=task_of(config.data.name).score, precision=config.training.precision)
     return model, best.sample, _measured_costs(config, model, example), reference, scores["val"]
 
 
@@ -612,7 +613,7 @@ class _Trainer:
             t = self.config.training
             scores = train_classifier(self.space.freeze(sample), self.splits, epochs=t.epochs + t.finetune_epochs,
                                       learning_rate=t.learning_rate, batch_size=t.batch_size, seed=self.config.seed,
-                                      device=self.device, loss=task.loss, score=task.score)
+                                      device=self.device, loss=task.loss, score=task.score, precision=t.precision)
         finally:
             torch.set_num_threads(threads)
         return scores["val"], scores["test"], time.time() - started

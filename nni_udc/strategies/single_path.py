@@ -31,6 +31,7 @@ from torch import nn
 
 from nni_udc.evaluators.devices import torch_device
 from nni_udc.evaluators.divergence import check_finite, check_loss
+from nni_udc.evaluators.precision import Precision
 from nni_udc.strategies.architecture import ArchitectureDistribution
 
 __all__ = ["sandwich", "train_single_path"]
@@ -52,21 +53,23 @@ def sandwich(choices: Mapping[str, Categorical], rng: random.Random, *, random_s
 def train_single_path(supernet: nn.Module, distribution: ArchitectureDistribution, loader: Iterable, *,
                       epochs: int, learning_rate: float = 1e-2, random_samples: int = 2, seed: int = 0,
                       progress: bool = False, device: str | torch.device = "auto",
-                      criterion: nn.Module | None = None) -> list[float]:
+                      criterion: nn.Module | None = None, precision: str = "32-true") -> list[float]:
     """Train the supernet's weights (not its architecture parameters) with the sandwich rule; return the
     mean training loss of each epoch.
 
     Adam with cosine decay, as :func:`~nni_udc.evaluators.training.train_classifier`. The architecture
     parameters are restored afterwards. The supernet is moved to ``device`` (a torch device or a Lightning
-    accelerator name, see :func:`~nni_udc.evaluators.devices.torch_device`) and left there. A non-finite
-    loss or weight raises :class:`~nni_udc.evaluators.divergence.DivergedError`.
+    accelerator name, see :func:`~nni_udc.evaluators.devices.torch_device`) and left there. ``precision`` is
+    Lightning's name (``training.precision``, :mod:`nni_udc.evaluators.precision`); the weights end in float32
+    either way. A non-finite loss or weight raises :class:`~nni_udc.evaluators.divergence.DivergedError`.
     """
     from tqdm import tqdm
 
     rng = random.Random(seed)
     torch.manual_seed(seed)
     target = torch_device(device)
-    supernet.to(target)
+    mode = Precision.of(precision, target)
+    mode.model(supernet.to(target))
     arch = {id(distribution.logits(label)) for label in distribution.choices}
     weights = [p for p in supernet.parameters() if id(p) not in arch and p.requires_grad]
     optimizer = torch.optim.Adam(weights, lr=learning_rate)
@@ -80,20 +83,23 @@ def train_single_path(supernet: nn.Module, distribution: ArchitectureDistributio
         for epoch in tqdm(range(epochs), desc="supernet (single-path)", unit="epoch", disable=not progress):
             total, count = 0.0, 0
             for step, (x, y) in enumerate(loader):
-                x, y = x.to(target, non_blocking=True), y.to(target, non_blocking=True)
+                x, y = mode.inputs(x.to(target, non_blocking=True)), mode.inputs(y.to(target, non_blocking=True))
                 optimizer.zero_grad()
                 samples = sandwich(distribution.choices, rng, random_samples=random_samples)
                 for sample in samples:
                     distribution.set(sample)
-                    loss = criterion(supernet(x), y)
+                    with mode.autocast():
+                        loss = criterion(supernet(x), y)
                     check_loss(loss, where=f"supernet epoch {epoch}, step {step}")
-                    (loss / len(samples)).backward()
+                    mode.backward(loss / len(samples))
                     total += float(loss) / len(samples)
-                optimizer.step()
+                mode.step(optimizer)
                 schedule.step()
                 count += 1
             losses.append(total / max(count, 1))
         check_finite(supernet, where=f"supernet, end of epoch {epochs - 1}")
     finally:
+        if mode.weight_dtype != torch.float32:  # 64-true: the search and its files take float32 weights
+            supernet.float()
         distribution.restore(saved)
     return losses
