@@ -1,9 +1,10 @@
 """A small CNN space for 8×8 images (scikit-learn's digits) that mixes NNI's mutables with ours.
 
 Searchable: stem width (``MutableConv2d``), block operator (``LayerChoice`` of a quantised/sparse conv,
-a low-rank conv or a DASS sparse conv), weight bits and sparsity of each quantised layer, and per-channel
-bits of the classifier. The block's bit-width is one label shared by its three candidates, so every
-candidate op is quantised and the bits learn whichever op the search favours.
+a low-rank conv or a DASS sparse conv), weight bits and sparsity of each quantised layer, per-channel
+bits of the strided conv (0 bits removes a group of its channels, and the classifier's inputs with them) and
+of the classifier. The block's bit-width is one label shared by its three candidates, so every candidate op
+is quantised and the bits learn whichever op the search favours.
 """
 from __future__ import annotations
 
@@ -42,6 +43,14 @@ class DigitsSpace(ModelSpace, label_prefix=None):  # type: ignore[call-arg]
         stem_bits: candidate weight bit-widths of the stem conv (its own label ``b_stem``: first layers are
             the most sensitive to quantisation and among the smallest, so a mixed choice pays off there);
             ``None`` keeps the stem float, as the first release did.
+        down_groups: the strided conv's 32 output channels are decided in this many groups (labels
+            ``down_g0``…), each at one of ``weight_bits`` or 0 bits (removed, together with the classifier's weights
+            on those channels: Risso et al.'s channel-wise precision, where a pruned channel is a 0-bit channel).
+            ``None`` (default): one bit-width label ``b_down`` for the whole layer. Removing channels is what
+            uniform compression cannot do (its grid keeps every channel: the grid of ``down_groups=4`` is the
+            default space's grid). Trained alone (16 epochs, 3 seeds), width 8 at 4 bits with half of these
+            channels removed reaches 0.973 ± 0.004 test accuracy in 9,856 bits; with all of them, 0.975 ± 0.010
+            in 15,872.
 
     Example:
         >>> space = DigitsSpace()
@@ -54,7 +63,8 @@ class DigitsSpace(ModelSpace, label_prefix=None):  # type: ignore[call-arg]
 
     def __init__(self, widths: Sequence[int] = (8, 16, 24), weight_bits: Sequence[int] = (2, 4, 8),
                  sparsity: Sequence[float] = (0.0, 0.5, 0.75), head_bits: Sequence[int] = (4, 8),
-                 act_bits: int = 8, num_classes: int = 10, stem_bits: Sequence[int] | None = (2, 4, 8)) -> None:
+                 act_bits: int = 8, num_classes: int = 10, stem_bits: Sequence[int] | None = (2, 4, 8),
+                 down_groups: int | None = None) -> None:
         super().__init__()
         width = nni.choice("width", list(widths))
         rank = rank_choice("rank", [r for r in (2, 4, 8) if r <= min(widths)], max_rank=min(widths))
@@ -71,11 +81,19 @@ class DigitsSpace(ModelSpace, label_prefix=None):  # type: ignore[call-arg]
                                           weight_bits=block_bits),
         }, label="op")
         self.block_act = nn.Sequential(MutableBatchNorm2d(width), nn.ReLU())
-        self.down = MutableQuantConv2d(width, 32, 3, stride=2, padding=1, weight_bits=bits_choice("b_down", weight_bits),
+        if down_groups is None:
+            down_bits: Any = bits_choice("b_down", weight_bits)
+            kept = None
+        else:
+            if not isinstance(down_groups, int) or isinstance(down_groups, bool) or down_groups < 1 or 32 % down_groups:
+                raise ValueError(f"down_groups must divide the strided conv's 32 channels (1, 2, 4, 8, 16 or 32) or be "
+                                 f"None, but got {down_groups!r}")
+            down_bits = kept = channel_bits_choice("down", 32, [0, *weight_bits], group_size=32 // down_groups)
+        self.down = MutableQuantConv2d(width, 32, 3, stride=2, padding=1, weight_bits=down_bits,
                                        sparsity=sparsity_choice("s_down", sparsity), **quant)
         self.down_act = nn.Sequential(nn.BatchNorm2d(32), nn.ReLU())
         self.head = MutableQuantLinear(32, num_classes, weight_bits=channel_bits_choice("head", num_classes, head_bits, group_size=5),
-                                       **quant)
+                                       in_channel_bits=kept, **quant)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.block_act(self.block(self.stem(x)))

@@ -11,7 +11,9 @@ The rule. Every label of the space falls into one *kind*; all labels of a kind t
   (``weight_bits`` per layer, per-channel ``weight_bits`` — the ``{label}_g{i}`` groups of
   :func:`~nni_udc.nn.channel_bits_choice` —, ``sparsity``, ``rank``, ``act_bits``; read from each module's
   ``trace_kwargs``) *and* have the same candidate list. Every candidate is used, except 0 per-channel bits
-  (a removed channel is not compression of every layer).
+  (a removed channel is not compression of every layer). Per-channel bits count as ``weight_bits``: a layer
+  whose channels choose among ``{0, 2, 4, 8}`` takes the bits of the layers that choose among ``{2, 4, 8}``
+  (role ``channel_bits+weight_bits``), with every channel kept.
 - **structural numeric kinds** (widths, depths, any other numeric label), one per candidate list: only the
   smallest and the largest candidate.
 - **op kinds** (the labels of ``LayerChoice`` s), one per candidate list: the candidates that hold weights
@@ -24,7 +26,8 @@ for per-channel bits), as do labels other than categorical or numerical choices 
 that freeze to the same architecture (the same values on every label that can matter) are kept once.
 
 ``DigitsSpace`` (defaults): kinds bits ``{b_stem, b_block, b_down}`` {2, 4, 8} (the block's ``b_block`` quantises
-all three of its candidate ops), sparsity ``{s_block, s_down}`` {0, 0.5, 0.75} (``s_block``: conv candidate only),
+all three of its candidate ops; with ``down_groups=4`` the groups ``down_g0..down_g3`` {0, 2, 4, 8} take the place
+of ``b_down``, every channel kept), sparsity ``{s_block, s_down}`` {0, 0.5, 0.75} (``s_block``: conv candidate only),
 DASS sparsity ``{s_dass}`` {0.5, 0.75}, rank {2, 4, 8}, head bits ``{head_g0, head_g1}`` {4, 8}, width {8, 24}
 (of 8, 16, 24) and op {conv, lowrank, sparse}:
 
@@ -128,6 +131,7 @@ def uniform_kinds(space: ModelSpace) -> list[UniformKind]:
     choices = {m.label: m for m in space.modules() if isinstance(m, LayerChoice)}
     kinds: dict[tuple[str, tuple[Any, ...]], list[str]] = {}
     values: dict[tuple[str, tuple[Any, ...]], tuple[Any, ...]] = {}
+    joined: dict[tuple[str, tuple[Any, ...]], set[str]] = {}
     for label, mutable in space.simplify().items():
         if isinstance(mutable, Categorical):
             candidates = tuple(mutable.values)
@@ -147,10 +151,12 @@ def uniform_kinds(space: ModelSpace) -> list[UniformKind]:
         else:  # e.g. an InputChoice of several inputs: not a compression, held where it is
             role, candidates, grid = "fixed", (label,), (mutable.default(),)
         key = (role, candidates)
+        if role == "channel_bits":  # per-channel bits join the layers' bits with the same non-zero candidates
+            key = ("weight_bits", grid)
         kinds.setdefault(key, []).append(label)
         values[key] = grid
-    return [UniformKind(role, tuple(labels), values[(role, candidates)])
-            for (role, candidates), labels in kinds.items()]
+        joined.setdefault(key, set()).add(role)
+    return [UniformKind("+".join(sorted(joined[key])), tuple(labels), values[key]) for key, labels in kinds.items()]
 
 
 def _combinations(kinds: Sequence[UniformKind]) -> Iterator[dict[str, Any]]:
