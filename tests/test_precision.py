@@ -97,3 +97,21 @@ def test_the_shared_supernet_of_a_study_follows_training_precision(tmp_path):
     assert all(torch.equal(weights["a"][k], weights["b"][k]) for k in weights["a"])  # seeded: the same weights
     assert not all(torch.equal(weights["a"][k], weights["c"][k]) for k in weights["a"])
     assert all(v.dtype == weights["a"][k].dtype for k, v in weights["c"].items())
+
+
+@pytest.mark.slow  # a one-shot search and its fine-tune (about 25 s)
+def test_a_search_in_float64_exports_a_float32_model(tmp_path):
+    # Lightning's 64-true turns the supernet and the fine-tuned model to float64; costing, scoring and export take
+    # the found model in float32 (nni_udc/strategies/udc.py)
+    import json
+
+    from nni_udc.config import parse_config
+    from nni_udc.experiment import run_search
+
+    config = parse_config({"space": "digits", "output": str(tmp_path / "out"),
+                           "training": {"epochs": 1, "finetune_epochs": 1, "accelerator": "cpu",
+                                        "precision": "64-true"}}, str(tmp_path / "exp.yaml"))
+    outcome = run_search(config, target=0.1, logger=False)
+    assert all(p.dtype == torch.float32 for p in outcome.model.parameters())
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["relative_cost"] <= 0.1 and 0.0 < outcome.accuracy <= 1.0

@@ -380,7 +380,7 @@ class UDC(DARTS):
         if self.target is not None:
             sample = self._within_budget(sample)
         self._final = self.model_space.freeze(sample)  # the supernet's freeze keeps the trained weights
-        model = self._final.executable_model()
+        model = self._final.executable_model().float()  # training.precision 64-true: found models are float32
         self._result = SearchResult(sample=sample, accuracy=None, costs=self._costs(model),
                                     reference_costs=self.reference_costs, model=model)
         _logger.info("UDC result: %s", self._result)
@@ -397,6 +397,7 @@ class UDC(DARTS):
         result.accuracy = finetune(result.model, evaluator, epochs=self.finetune_epochs if epochs is None else epochs,
                                    learning_rate=self.finetune_learning_rate,
                                    train_dataloaders=train_dataloaders, val_dataloaders=val_dataloaders)
+        result.model.float()  # Lightning's 64-true leaves it in float64
         result.costs = self._costs(result.model)  # a measured cost (Ethos-U bytes) changes with the weights
         return result.accuracy
 
