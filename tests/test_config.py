@@ -44,7 +44,7 @@ MALFORMED = [
      r"pareto\.sampler: must be one of tpe, gp, random, qmc, nsga2, but got 'cmaes'"),
     (GOOD.replace("trials: 3", "trials: 3, storage: 'mongodb://x'"), r"pareto\.storage: must be an SQLAlchemy URL"),
     (GOOD + "data: {name: cifar1000}\n",
-     r"data\.name: must be one of digits, mnist1d, cifar10, cifar100, folder, speech-commands, but got 'cifar1000'"),
+     r"data\.name: must be one of digits, mnist1d, cifar10, cifar100, folder, speech-commands, sr, but got 'cifar1000'"),
     (GOOD + "search: {target: null, weight: 0}\n", r"search: give a target .* or a weight > 0"),
     (GOOD.replace("trials: 3", "trials: 3, reference_point: [1.5, 1]"),
      r"pareto\.reference_point: must be \[accuracy, relative cost\]"),

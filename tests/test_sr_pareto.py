@@ -73,7 +73,8 @@ def test_compare_by_psnr_uses_a_bar_one_db_under_the_best_baseline():
     assert [m.ratio for m in result.matches] == [2.0, 2.0, 0.0]
     assert result.median_ratio == 1.0 and result.never_worse is False  # over uniform 1 and 2 (>= 28.0 dB)
     text = format_comparison(result, cost="memory_bits")
-    assert "with the same or better test PSNR (dB) (* = test PSNR (dB) >= 28.00)" in text
+    assert "with the same or better test PSNR (* = test PSNR >= 28.00 dB)" in text
+    assert "test-PSNR hypervolume (reference point: PSNR 20.00 dB, relative cost 1)" in text
     assert "test PSNR" in text.splitlines()[0]
     assert math.isclose(result.search_hypervolume, 6.0 * 0.15 + 8.4 * 0.8)  # (26-20)(0.2-0.05) + (28.4-20)(1-0.2)
 

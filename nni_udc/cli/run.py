@@ -24,7 +24,7 @@ def comparison(baseline: list[Point], searched: list[Point], *, cost: str, refer
     from nni_udc.pareto import compare, format_comparison
     from nni_udc.pareto.metric import metric_named
 
-    return (f"\nThe search against the uniform baseline (test {metric_named(metric).label}):\n"
+    return (f"\nThe search against the uniform baseline (test {metric_named(metric).word}):\n"
             + format_comparison(compare(baseline, searched, reference=reference, metric=metric), cost=cost))
 
 
@@ -125,7 +125,7 @@ def pareto_command(args: argparse.Namespace) -> int:
     if outcome.baseline is not None and outcome.comparison is not None:
         b = outcome.baseline
         print(f"\nUniform baseline: {len(b.points)} models ({b.trained} trained now) in {b.seconds:.0f} s. "
-              f"The search against it (test {metric.label}):")
+              f"The search against it (test {metric.word}):")
         print(format_comparison(outcome.comparison, cost=config.hardware.cost or ""))
     print("wrote " + ", ".join(str(f) for f in outcome.files.values()))
     return 0

@@ -144,8 +144,8 @@ def format_comparison(comparison: Comparison, *, cost: str) -> str:
     test = metric.header("test")
     table = format_table(["uniform", test, "relative cost", cost, "searched", test, "relative cost", cost,
                           "ratio"], rows)
-    bar = f"{comparison.min_accuracy:g}" if metric.name == "accuracy" else metric.text(comparison.min_accuracy)
-    what = f"test {metric.label}"
+    bar = metric.amount(comparison.min_accuracy)
+    what = f"test {metric.word}"
     verdict = {True: "yes", False: "no", None: f"n/a (no baseline front point reaches {what} {bar})"}
     count = len(_qualifying(comparison.matches, comparison.min_accuracy))
     acc_ref, cost_ref = comparison.reference
@@ -157,6 +157,7 @@ def format_comparison(comparison: Comparison, *, cost: str) -> str:
         f"median ratio over the {count} uniform front points with {what} >= {bar}: "
         f"{_ratio(comparison.median_ratio)}",
         f"search never worse than uniform there: {verdict[comparison.never_worse]}",
-        f"{what.replace(' ', '-', 1)} hypervolume (reference point: {metric.label} {acc_ref:g}, relative cost {cost_ref:g}): "
+        f"{what.replace(' ', '-', 1)} hypervolume (reference point: {metric.word} {metric.amount(acc_ref)}, "
+        f"relative cost {cost_ref:g}): "
         f"search {comparison.search_hypervolume:.4f}, uniform baseline {comparison.baseline_hypervolume:.4f}",
     ])

@@ -8,8 +8,8 @@ label, and the bar above which the comparison with the uniform baseline summaris
 
 Example:
     >>> m = metric_named("psnr")
-    >>> m.text(31.4159), m.header("test"), m.bar([28.0, 30.5])
-    ('31.42', 'test PSNR', 29.5)
+    >>> m.text(31.4159), m.header("test"), m.bar([28.0, 30.5]), m.amount(29.5)
+    ('31.42', 'test PSNR', 29.5, '29.50 dB')
     >>> metric_of_task("classification").bar([0.5, 0.99])
     0.95
 """
@@ -44,6 +44,10 @@ class Metric:
     def text(self, value: float | None) -> str:
         """``value`` printed with this metric's decimals (``-`` for none)."""
         return "-" if value is None else f"{value:.{self.digits}f}"
+
+    def amount(self, value: float) -> str:
+        """``value`` in a sentence: accuracy as ``0.95``, PSNR with its unit (``29.50 dB``)."""
+        return f"{value:g}" if self.name == "accuracy" else f"{self.text(value)} {self.label.split('(')[-1][:-1]}"
 
     def header(self, split: str) -> str:
         """A table header for the metric on ``split`` (``'val'`` or ``'test'``)."""
