@@ -134,3 +134,20 @@ def test_a_tiny_super_resolution_front_end_to_end(tmp_path):
     assert outcome.hypervolume > 0
     report = json.loads((Path(outcome.points[0].output) / "report.json").read_text())
     assert report["accuracy"] == pytest.approx(outcome.points[0].accuracy)
+
+
+def test_a_multi_trial_search_ranks_and_retrains_by_psnr(tmp_path):
+    """NNI's multi-trial strategies read the SR evaluator's only metric (validation PSNR), and the found model is
+    retrained with the L1 loss and scored in dB."""
+    from nni_udc.experiment import run_search
+
+    config = parse_config({
+        "space": {"name": "edsr-sr", "args": {"widths": [4, 8], "max_depth": 1, "weight_bits": [4, 8],
+                                              "sparsity": [0.0]}},
+        "data": {"name": "sr", "args": {"patches": 2}},
+        "training": {"epochs": 1, "finetune_epochs": 1, "batch_size": 8, "accelerator": "cpu"},
+        "strategy": {"name": "random", "max_trials": 2}, "search": {"target": 0.9}}, "mt.yaml")
+    outcome = run_search(config, output=tmp_path / "run")
+    assert 5.0 < outcome.accuracy < 60.0 and 5.0 < outcome.test_accuracy < 60.0  # dB, not a fraction
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["accuracy"] == pytest.approx(outcome.accuracy)

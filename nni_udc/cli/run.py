@@ -121,7 +121,7 @@ def pareto_command(args: argparse.Namespace) -> int:
     print()
     print(format_front(outcome.front, cost=config.hardware.cost or "", variable=p.variable, metric=metric.name))
     print(f"\n{len(outcome.front)} of {len(outcome.points)} searches on the front; hypervolume {outcome.hypervolume:.4f} "
-          f"(reference point: {metric.word} {p.reference_point[0]:g}, relative cost {p.reference_point[1]:g})")
+          f"(reference point: {metric.word} {metric.amount(p.reference_point[0])}, relative cost {p.reference_point[1]:g})")
     if outcome.baseline is not None and outcome.comparison is not None:
         b = outcome.baseline
         print(f"\nUniform baseline: {len(b.points)} models ({b.trained} trained now) in {b.seconds:.0f} s. "

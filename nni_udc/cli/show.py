@@ -22,7 +22,7 @@ def show_command(args: argparse.Namespace) -> int:
     metric = metric_named(data.get("metric"))  # accuracy, or PSNR (dB) for super-resolution
     print(format_front(data["front"], cost=data["cost"], variable=data["variable"], metric=metric.name))
     ref = data["reference_point"]
-    print(f"\nhypervolume {data['hypervolume']:.4f} (reference point: {metric.word} {ref['accuracy']:g}, "
+    print(f"\nhypervolume {data['hypervolume']:.4f} (reference point: {metric.word} {metric.amount(ref['accuracy'])}, "
           f"relative cost {ref['relative_cost']:g})")
     baseline_path = path.parent / "baseline.json"
     if baseline_path.is_file():
