@@ -93,9 +93,12 @@ def test_costs_equal_hand_computed_ones():
     # stem: 3·8·9 = 216 weights at 8 bits, no bias; dw: 8·9 = 72 weights at 4 bits, half pruned, 8 bias;
     # pw: 8·16 = 128 weights at 8 bits, 16 bias; fc: 160 weights at 8 bits, 10 bias. Biases are 32-bit.
     # dw is stored sparse: its 36 kept weights at 4 bits and a 72-bit bitmap (216 < 288 dense bits).
-    # Every channel of these quantised layers stores a 16-bit scale: 8 + 8 + 16 + 10 of them.
+    # Every channel of these quantised layers stores a 16-bit scale: 8 + 8 + 16 + 10 of them. The stem has no bias,
+    # but the BatchNorm after it is folded into it on export, which gives it a bias: 8 more 32-bit biases.
     assert specs["model.dw"].groups == 8 and specs["model.dw"].positions == 64
-    memory = 216 * 8 + (36 * 4 + 72) + 8 * 32 + 128 * 8 + 16 * 32 + 160 * 8 + 10 * 32 + (8 + 8 + 16 + 10) * 16
+    assert specs["model.stem"].batchnorm and not specs["model.stem"].bias
+    memory = (216 * 8 + 8 * 32 + (36 * 4 + 72) + 8 * 32 + 128 * 8 + 16 * 32 + 160 * 8 + 10 * 32
+              + (8 + 8 + 16 + 10) * 16)
     macs = 216 * 64 + 72 * 64 + 128 * 64 + 160
     costs = exact_costs(frozen, X)
     assert costs["macs"] == macs

@@ -25,10 +25,15 @@ Conventions (all per weight layer; a model's cost is the sum over its layers):
       ``round((1 - s) ·`` the dense payload``)`` (an even spread); the packed file then stores what the mask kept.
 
     Then, per kept output channel: a quantisation scale of :data:`SCALE_BITS` bits (16: IEEE half) where the channel
-    is quantised (2..16 bits; a float, 32-bit channel stores no scale), and a 32-bit bias where the layer has one.
-    Removed (0-bit) channels store nothing. BatchNorm is assumed folded into the preceding layer (into its scales
-    and biases) and costs nothing. The scale width is configurable: :func:`memory_bits_cost` (``scale_bits``), or
-    ``scale_bits:`` on a target file's ``builtin`` ``memory_bits`` cost.
+    is quantised (2..16 bits; a float, 32-bit channel stores no scale), and a 32-bit bias where the layer stores one.
+    Removed (0-bit) channels store nothing. The scale width is configurable: :func:`memory_bits_cost`
+    (``scale_bits``), or ``scale_bits:`` on a target file's ``builtin`` ``memory_bits`` cost.
+
+    A layer stores a bias when it has one **or when a BatchNorm takes its output directly** (``LayerSpec.batchnorm``,
+    found by :mod:`nni_udc.evaluators.batchnorm_inputs`): export (:func:`nni_udc.export.bake`) folds that BatchNorm
+    into the layer's scales and a bias, so a ``bias=False`` conv before a BatchNorm (DS-CNN, MobileNetV2, ResNet,
+    torchvision models) stores ``32 × kept channels`` bits of bias. The BatchNorm itself then costs nothing more.
+    Only a BatchNorm1d/BatchNorm2d with running statistics folds, and into a linear layer only on ``(N, C)`` outputs.
 """
 from __future__ import annotations
 
@@ -134,7 +139,7 @@ def bitops(spec: LayerSpec) -> Any:
 
 def memory_bits(spec: LayerSpec, scale_bits: int = SCALE_BITS) -> Any:
     """Compressed weight memory in bits: min(dense, bitmap-sparse), plus a ``scale_bits`` scale per kept quantised
-    channel and a 32-bit bias per kept channel.
+    channel and a 32-bit bias per kept channel where the layer stores a bias (its own, or a folded BatchNorm's).
 
     Example:
         >>> fc = LayerSpec('fc', 'linear', in_channels=10, out_channels=4, weight_bits=[8, 4, 0, 32], bias=True)
@@ -143,10 +148,13 @@ def memory_bits(spec: LayerSpec, scale_bits: int = SCALE_BITS) -> Any:
         >>> sparse = LayerSpec('conv', 'conv', 8, 8, kernel_size=(3, 3), weight_bits=4, density=0.25)
         >>> memory_bits(sparse)   # 576 positions: 144 kept · 4 bits + a 576-bit bitmap + 8 scales·16
         1280
+        >>> before_bn = LayerSpec('conv', 'conv', 8, 8, kernel_size=(3, 3), weight_bits=4, batchnorm=True)
+        >>> memory_bits(before_bn)   # 576 weights · 4 bits + 8 scales·16 + 8 folded biases·32
+        2688
     """
     dense = spec.fan_in * _bits_sum(spec)
     sparse = _stored_bits(spec) + spec.fan_in * kept_channels(spec)
-    bias = BIAS_BITS * kept_channels(spec) if spec.bias else 0
+    bias = BIAS_BITS * kept_channels(spec) if spec.stores_bias else 0
     return _minimum(dense, sparse) + bias + scale_bits * scaled_channels(spec)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nni_udc.evaluators.batchnorm_inputs import BatchNormInputs, followed_by_batchnorm
 from nni_udc.evaluators.costs import COSTS, CostFn, total
 from nni_udc.evaluators.layers import find_spec_builder, holds_uncosted_weights, uncosted_error
 from nni_udc.evaluators.spec import LayerSpec
@@ -56,7 +57,7 @@ def model_specs(model: nn.Module, example_input: torch.Tensor | tuple) -> list[L
     was_training = model.training
     try:
         model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), BatchNormInputs(model, lambda m: find_spec_builder(m) is not None) as batchnorms:
             model(*args)
     finally:
         model.train(was_training)
@@ -64,7 +65,8 @@ def model_specs(model: nn.Module, example_input: torch.Tensor | tuple) -> list[L
             h.remove()
     if refused:
         raise uncosted_error(list(refused.items()))
-    return [spec for name in owners if name in found for spec in found[name]]
+    followed = batchnorms.layers()  # their BatchNorm folds into them on export: they store a bias
+    return [spec for name in owners if name in found for spec in followed_by_batchnorm(found[name], name in followed)]
 
 
 def exact_costs(model: nn.Module, example_input: torch.Tensor | tuple,

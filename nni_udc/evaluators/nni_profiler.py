@@ -38,6 +38,7 @@ from nni.nas.profiler.pytorch.utils.shape_formula import (
 )
 from torch import nn
 
+from nni_udc.evaluators.batchnorm_inputs import BatchNormInputs, followed_by_batchnorm
 from nni_udc.evaluators.costs import CostFn, kept_channels, macs, params, resolve_cost
 from nni_udc.evaluators.layers import find_spec_builder, module_arg, specs_of, uncosted_error, uncosted_modules
 from nni_udc.nn import (
@@ -204,23 +205,26 @@ def register_nni_formulas() -> None:
     _registered = True
 
 
-def _symbolic_cost(name: str, module: nn.Module, shapes: dict, cost: CostFn) -> Any:
+def _symbolic_cost(name: str, module: nn.Module, shapes: dict, cost: CostFn, bn: set[str]) -> Any:
     if isinstance(module, LayerChoice):
-        branches = {v: _symbolic_cost(concat_name(name, str(v)), module[v], shapes, cost) for v in module.choice.values}
+        branches = {v: _symbolic_cost(concat_name(name, str(v)), module[v], shapes, cost, bn)
+                    for v in module.choice.values}
         return MutableExpression.switch_case(module.choice, branches)
     if isinstance(module, Repeat):
         if isinstance(module.depth_choice, int):
-            return sum(_symbolic_cost(concat_name(name, f"blocks.{i}"), module.blocks[i], shapes, cost)
+            return sum(_symbolic_cost(concat_name(name, f"blocks.{i}"), module.blocks[i], shapes, cost, bn)
                        for i in range(module.depth_choice))
-        return sum((module.depth_choice >= d) * _symbolic_cost(concat_name(name, f"blocks.{d - 1}"), block, shapes, cost)
+        return sum((module.depth_choice >= d) * _symbolic_cost(concat_name(name, f"blocks.{d - 1}"), block, shapes,
+                                                               cost, bn)
                    for d, block in enumerate(module.blocks, start=1))
     builder = find_spec_builder(module)
     if builder is not None:
         if name not in shapes:
             raise KeyError(f"no shape was inferred for module {name!r} ({type(module).__name__}); "
                            f"did it run in the forward pass? Modules with shapes: {sorted(shapes)[:20]}")
-        return sum(cost(s) for s in builder(name, module, shapes[name][1]))
-    return sum((_symbolic_cost(concat_name(name, n), child, shapes, cost) for n, child in module.named_children()), 0)
+        return sum(cost(s) for s in followed_by_batchnorm(builder(name, module, shapes[name][1]), name in bn))
+    return sum((_symbolic_cost(concat_name(name, n), child, shapes, cost, bn) for n, child in module.named_children()),
+               0)
 
 
 class CostProfiler(ExpressionProfiler):
@@ -265,8 +269,10 @@ class CostProfiler(ExpressionProfiler):
         logger.addHandler(unseen)
         logger.setLevel(logging.WARNING)
         logger.propagate = False
+        batchnorms = BatchNormInputs(model_space, lambda m: find_spec_builder(m) is not None)
         try:
-            shapes = submodule_input_output_shapes(model_space, *args, **kwargs)
+            with batchnorms:  # which layers a BatchNorm follows (export folds it in: a bias to store)
+                shapes = submodule_input_output_shapes(model_space, *args, **kwargs)
         except Exception as error:
             if not unseen.ops:
                 raise
@@ -281,7 +287,7 @@ class CostProfiler(ExpressionProfiler):
             logger.setLevel(level)
             logger.propagate = propagate
             model_space.train(was_training)
-        self.expression = _symbolic_cost("", model_space, shapes, resolve_cost(cost))
+        self.expression = _symbolic_cost("", model_space, shapes, resolve_cost(cost), batchnorms.layers())
 
     def profile(self, sample: Sample) -> float:
         value = super().profile(sample)

@@ -36,6 +36,8 @@ class LayerSpec:
         act_bits: bit-width of the layer's input activations (32 = float).
         density: fraction of weights that are non-zero (1 - sparsity).
         bias: whether the layer has a bias (stored as 32-bit per kept output channel).
+        batchnorm: whether a BatchNorm takes the layer's output directly (export folds it into the layer's scales
+            and a bias, so a layer without a bias gains one; see :mod:`nni_udc.evaluators.batchnorm_inputs`).
     """
 
     name: str
@@ -49,11 +51,17 @@ class LayerSpec:
     act_bits: Any = 32
     density: Any = 1.0
     bias: bool = False
+    batchnorm: bool = False
 
     @property
     def per_channel(self) -> bool:
         """Whether weight bits are given per output channel."""
         return isinstance(self.weight_bits, Sequence) and not isinstance(self.weight_bits, str)
+
+    @property
+    def stores_bias(self) -> bool:
+        """Whether the deployed layer stores a bias: its own, or one that a folded BatchNorm gives it."""
+        return self.bias or self.batchnorm
 
     @property
     def fan_in(self) -> Any:

@@ -39,9 +39,12 @@ written least significant bit first):
    are its IEEE float32 bit patterns (32 bits).
 
 A layer is stored sparse when it has a pruning mask and its bitmap plus its stored values take fewer bits than all
-its values, the rule ``memory_bits`` applies. The payload is then exactly ``memory_bits`` for every layer with one
-bit-width on its kept channels (every layer of the shipped spaces); a pruned layer with bits per channel stores what
-its mask kept, which ``memory_bits`` estimates (see :mod:`nni_udc.evaluators.costs`).
+its values, the rule ``memory_bits`` applies. A layer stores a bias when it has one or when a BatchNorm that takes
+its output was folded into it (export writes the baked layers, :func:`~nni_udc.export.bake.bake`): ``memory_bits``
+counts exactly those biases (``LayerSpec.batchnorm``). A model given as a module is packed the same way: baked, with
+``example_input``. The payload is then exactly ``memory_bits`` for every layer with one bit-width on its kept
+channels; a pruned layer with bits per channel stores what its mask kept, which ``memory_bits`` estimates (see
+:mod:`nni_udc.evaluators.costs`).
 
 Example:
     >>> import tempfile, torch
@@ -70,6 +73,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from nni_udc.evaluators.batchnorm_inputs import folds_into
+from nni_udc.export.bake import bake
 from nni_udc.export.integer import DEFAULT_SCALE_BITS, SCALE_BITS_CHOICES, IntegerWeights, integer_layers, qmax
 
 __all__ = ["MAGIC", "VERSION", "PackedFile", "PackedFormatError", "layer_payload_bits", "read_packed",
@@ -255,25 +260,31 @@ def _payload(w: IntegerWeights, sparse: bool, stream: _BitWriter) -> None:
 
 
 def write_packed(model: nn.Module | Mapping[str, IntegerWeights], path: str | Path, *,
-                 scale_bits: int = DEFAULT_SCALE_BITS) -> PackedFile:
-    """Write a frozen ``model``'s weight layers (or already converted layers, e.g. with BatchNorm folded) to ``path``.
+                 scale_bits: int = DEFAULT_SCALE_BITS, example_input: torch.Tensor | None = None) -> PackedFile:
+    """Write a frozen ``model``'s weight layers (or already converted layers, e.g. ``bake(...).integer``) to ``path``.
 
     Args:
-        model: a frozen model (every weight layer is converted by :func:`~nni_udc.export.integer_layers`), or
-            ``{name: IntegerWeights}``.
+        model: a frozen model, or ``{name: IntegerWeights}``. A model is baked (:func:`~nni_udc.export.bake.bake`,
+            BatchNorms folded into their layers' scales and biases, as ``export`` writes it) when ``example_input``
+            is given; without it each weight layer is converted as it is (:func:`~nni_udc.export.integer_layers`),
+            which a model holding a BatchNorm refuses (its folded bias, which ``memory_bits`` counts, would be
+            missing).
         path: the file to write.
         scale_bits: 16 (IEEE half, the default ``memory_bits`` counts) or 32; layers given converted must use it.
+        example_input: a batch of the model's inputs, to bake it (shapes matter, values do not).
 
     Returns:
         What :func:`read_packed` returns for the file written.
 
     Raises:
-        ValueError: a ``scale_bits`` other than 16 or 32, or a layer that does not fit the format (named).
+        ValueError: a ``scale_bits`` other than 16 or 32, a layer that does not fit the format (named), or a model
+            with a BatchNorm and no ``example_input``.
         TypeError: the model holds weights that have no integer form (named).
+        nni_udc.export.bake.BakeError: the model cannot be baked (an untrained activation clip, named).
     """
     if scale_bits not in SCALE_BITS_CHOICES:
         raise ValueError(f"scale_bits must be one of {list(SCALE_BITS_CHOICES)}, but got {scale_bits!r}")
-    layers = dict(integer_layers(model, scale_bits=scale_bits) if isinstance(model, nn.Module) else model)
+    layers = dict(_model_layers(model, scale_bits, example_input) if isinstance(model, nn.Module) else model)
     records, stream = [], _BitWriter()
     for w in layers.values():
         _check_layer(w, scale_bits)
@@ -283,6 +294,18 @@ def write_packed(model: nn.Module | Mapping[str, IntegerWeights], path: str | Pa
     metadata = _HEADER.pack(MAGIC, VERSION, scale_bits, 0, len(records), stream.length) + b"".join(records)
     Path(path).write_bytes(metadata + stream.to_bytes())
     return read_packed(path)
+
+
+def _model_layers(model: nn.Module, scale_bits: int, example_input: torch.Tensor | None) -> dict[str, IntegerWeights]:
+    """The layers a packed file stores for ``model``: baked with ``example_input``, else as they are (no BatchNorm)."""
+    if example_input is not None:
+        return bake(model, example_input, scale_bits=scale_bits).integer
+    batchnorm = next((name for name, m in model.named_modules() if folds_into(m)), None)
+    if batchnorm is not None:
+        raise ValueError(f"write_packed: the model holds BatchNorm {batchnorm!r}, which export folds into the layer "
+                         "before it (a bias that memory_bits counts); give example_input (a batch of inputs) to bake "
+                         "the model, or pass bake(model, x).integer")
+    return integer_layers(model, scale_bits=scale_bits)
 
 
 # --- reading -------------------------------------------------------------------------------------------------------

@@ -53,8 +53,8 @@ class DsCnnSpace(ModelSpace, label_prefix=None):  # type: ignore[call-arg]
     ============  ===========  =============
     sample        params       memory_bits
     ============  ===========  =============
-    smallest      1 244        3 808
-    largest       2 044        18 624
+    smallest      1 244        5 344
+    largest       2 044        22 208
     ============  ===========  =============
 
     (smallest: one block, 2 bits, sparsest; largest: most blocks, 8 bits, dense.)

@@ -115,8 +115,8 @@ class MobileNetV2CifarSpace(ModelSpace, label_prefix=None):  # type: ignore[call
     ============  ===========  =============
     sample        params       memory_bits
     ============  ===========  =============
-    smallest      3 938        11 000
-    largest       12 354       108 064
+    smallest      3 938        19 832
+    largest       12 354       125 728
     ============  ===========  =============
 
     (smallest: one block per stage, every block the sparse one at the largest sparsity, 2 bits, one group of the

@@ -95,8 +95,8 @@ class ResNetCifarSpace(ModelSpace, label_prefix=None):  # type: ignore[call-arg]
     ============  ===========  =============
     sample        params       memory_bits
     ============  ===========  =============
-    smallest      1 342        4 680
-    largest       43 810       355 360
+    smallest      1 342        7 368
+    largest       43 810       364 320
     ============  ===========  =============
 
     (smallest: narrowest stages, one block each, low-rank at the smallest rank, 2 bits; largest: widest stages,

@@ -47,8 +47,8 @@ class VggCifarSpace(ModelSpace, label_prefix=None):  # type: ignore[call-arg]
     ============  ===========  =============
     sample        params       memory_bits
     ============  ===========  =============
-    smallest      2 306        6 160
-    largest       6 306        51 744
+    smallest      2 306        7 952
+    largest       6 306        53 536
     ============  ===========  =============
 
     (smallest: low-rank convs at the smallest rank, 2 bits; largest: dense convs at 8 bits, no sparsity.)
