@@ -30,16 +30,17 @@ class Metric:
 
     name: str  # as front.json and baseline.json name it
     short: str  # in table headers ("val acc", "test PSNR")
-    label: str  # on a plot's axis and in sentences, with its unit
+    word: str  # in sentences ("test PSNR >= ...")
+    unit: str  # "" or "dB"
     high: float  # the largest value a run file may hold
     digits: int  # decimals printed
     fixed_bar: float | None  # the comparison's bar; None: ``below_best`` under the best baseline value
     below_best: float = 0.0
 
     @property
-    def word(self) -> str:
-        """The label without its unit (``'PSNR'``)."""
-        return self.label.split(" (")[0]
+    def label(self) -> str:
+        """On a plot's axis: the word and its unit (``'PSNR (dB)'``)."""
+        return f"{self.word} ({self.unit})" if self.unit else self.word
 
     def text(self, value: float | None) -> str:
         """``value`` printed with this metric's decimals (``-`` for none)."""
@@ -47,7 +48,7 @@ class Metric:
 
     def amount(self, value: float) -> str:
         """``value`` in a sentence: accuracy as ``0.95``, PSNR with its unit (``29.50 dB``)."""
-        return f"{value:g}" if self.name == "accuracy" else f"{self.text(value)} {self.label.split('(')[-1][:-1]}"
+        return f"{self.text(value)} {self.unit}" if self.unit else f"{value:g}"
 
     def header(self, split: str) -> str:
         """A table header for the metric on ``split`` (``'val'`` or ``'test'``)."""
@@ -61,8 +62,8 @@ class Metric:
         return max(baseline, default=math.inf) - self.below_best
 
 
-ACCURACY = Metric("accuracy", "acc", "accuracy", 1.0, 3, 0.95)
-PSNR = Metric("psnr", "PSNR", "PSNR (dB)", math.inf, 2, None, below_best=1.0)
+ACCURACY = Metric("accuracy", "acc", "accuracy", "", 1.0, 3, 0.95)
+PSNR = Metric("psnr", "PSNR", "PSNR", "dB", math.inf, 2, None, below_best=1.0)
 #: the metrics by name
 METRICS: dict[str, Metric] = {m.name: m for m in (ACCURACY, PSNR)}
 _BY_TASK = {"classification": ACCURACY, "super-resolution": PSNR}
