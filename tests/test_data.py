@@ -135,7 +135,7 @@ def test_mnist1d_generation_deterministic_and_rng_untouched() -> None:
 
 
 def test_load_dataset_dispatch() -> None:
-    assert DATASET_NAMES == ("cifar10", "cifar100", "digits", "folder", "mnist1d", "speech-commands")
+    assert DATASET_NAMES == ("cifar10", "cifar100", "digits", "folder", "mnist1d", "speech-commands", "sr")
     s = load_dataset("digits", seed=3, val_fraction=0.25)
     ref = load_digits_splits(seed=3, val_fraction=0.25)
     assert torch.equal(s.train.tensors[0], ref.train.tensors[0])
