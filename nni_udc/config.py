@@ -12,7 +12,7 @@ Example file (``examples/udc-digits.yaml``)::
 
     name: udc-digits
     space: {name: digits}                       # registered name or module:Class, with args
-    data: {name: digits, seed: 0}               # digits | mnist1d | cifar10 | cifar100 | folder | speech-commands
+    data: {name: digits, seed: 0}               # digits | mnist1d | cifar10 | cifar100 | folder | speech-commands | sr
     training: {epochs: 8, batch_size: 64, learning_rate: 0.01, finetune_epochs: 4}
     strategy: {name: udc, arc_learning_rate: 0.05}
     hardware: {target: generic, cost: memory_bits}
