@@ -40,6 +40,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from nni.mutable import Mutable, MutableExpression
 
@@ -71,6 +72,8 @@ def _round_value(x: Any) -> Any:
     rounding passes the gradient straight through, so an expected cost stays differentiable."""
     if isinstance(x, torch.Tensor):
         return x + (torch.round(x) - x).detach()
+    if isinstance(x, np.ndarray):  # a grid of values at once (nni_udc/strategies/expected_cost.py tabulates so)
+        return np.round(x)
     return round(x)
 
 
@@ -153,9 +156,12 @@ def memory_bits(spec: LayerSpec, scale_bits: int = SCALE_BITS) -> Any:
         2688
     """
     dense = spec.fan_in * _bits_sum(spec)
-    sparse = _stored_bits(spec) + spec.fan_in * kept_channels(spec)
+    if _is_one(spec.density):  # unpruned: the bitmap only adds bits (and the expression stays a sum, fast to expect)
+        weights = dense
+    else:
+        weights = _minimum(dense, _stored_bits(spec) + spec.fan_in * kept_channels(spec))
     bias = BIAS_BITS * kept_channels(spec) if spec.stores_bias else 0
-    return _minimum(dense, sparse) + bias + scale_bits * scaled_channels(spec)
+    return weights + bias + scale_bits * scaled_channels(spec)
 
 
 def memory_bits_cost(scale_bits: int = SCALE_BITS) -> CostFn:
