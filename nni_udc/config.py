@@ -496,10 +496,11 @@ def parse_config(data: Any, path: str | Path, *, base: Path | None = None,
     return ExperimentConfig(name, path, space, data_cfg, training, strategy, hardware, search, pareto, output, seed)
 
 
-def check_pareto(config: ExperimentConfig) -> None:
+def check_pareto(config: ExperimentConfig, command: str = "nni-udc pareto") -> None:
     """Refuse what ``nni-udc pareto`` does not run: several training devices. Its searches run one after another
     inside an Optuna study in this process; Lightning's DDP would start copies of the whole command, each running
-    the study's loop (issue 14). One search (``nni-udc search``) takes ``training.devices: N``.
+    the study's loop (issue 14). One search (``nni-udc search``) takes ``training.devices: N``. The uniform
+    baseline (``command='nni-udc baseline'``) trains its models one at a time on one device likewise.
 
     Example:
         >>> check_pareto(parse_config({"space": "digits", "training": {"devices": 2}}, "x.yaml"))
@@ -509,7 +510,7 @@ def check_pareto(config: ExperimentConfig) -> None:
     """
     devices = config.training.devices
     if devices > 1:
-        raise ConfigError(f"{config.path}: training.devices: nni-udc pareto trains on one device, but got {devices}; "
+        raise ConfigError(f"{config.path}: training.devices: {command} trains on one device, but got {devices}; "
                           f"use 1 (several devices (DDP) serve one search: nni-udc search)")
 
 

@@ -152,7 +152,9 @@ def _space(config: ExperimentConfig, data_shape: tuple[int, ...]) -> Any:
         cls, shape = resolve_space(config.space.name)
     except ValueError as error:
         raise ConfigError(f"{where}.name: {error}") from None
-    if shape is not None and tuple(shape) != tuple(data_shape):
+    # a fully convolutional space (EdsrSpace.any_input_size) takes any H x W: only the channels must agree
+    compared = 1 if getattr(cls, "any_input_size", False) and shape is not None and len(shape) == len(data_shape) else None
+    if shape is not None and tuple(shape[:compared]) != tuple(data_shape[:compared]):
         raise ConfigError(f"{where}.name: space {config.space.name!r} takes inputs of shape {tuple(shape)}, but data "
                           f"set {config.data.name!r} has {tuple(data_shape)}")
     try:
@@ -691,6 +693,7 @@ def run_baseline(config: ExperimentConfig, *, output: str | Path | None = None, 
 
     from nni_udc.strategies import uniform_grid
 
+    check_pareto(config, "nni-udc baseline")  # its models train one at a time, on one device
     output = Path(output if output is not None else config.output)
     output.mkdir(parents=True, exist_ok=True)
     settings = _baseline_settings(config)

@@ -163,6 +163,7 @@ def _supernet(space: Any, x: torch.Tensor, **kwargs: Any) -> UDC:
     pytest.param("mobilenetv2-cifar", lambda: MobileNetV2CifarSpace(stem=4, stages=((4, 2, 1), (8, 1, 2)), last_channels=8,
                                                                      last_groups=2), marks=pytest.mark.slow),  # 12-30 s
     ("ds-cnn", lambda: DsCnnSpace(width=8)),
+    ("edsr-sr", lambda: EdsrSpace(widths=(4, 8))),  # with its bicubic skip: the freeze keeps the supernet's tail
 ])
 def test_supernet_at_one_hot_computes_the_frozen_model(name, make):
     torch.manual_seed(0)

@@ -63,10 +63,12 @@ def search_command(args: argparse.Namespace) -> int:
 
 
 def _run_baseline(config: ExperimentConfig, *, workers: int | None) -> int:
+    from nni_udc.config import check_pareto
     from nni_udc.experiment import quiet, run_baseline
     from nni_udc.pareto import format_front, non_dominated, read_front
     from nni_udc.pareto.metric import metric_of_data
 
+    check_pareto(config, "nni-udc baseline")  # one training device, as the front's searches
     check_search(config)
     metric = metric_of_data(config.data.name)
     out_dir = output_directory(config.output)
