@@ -143,3 +143,29 @@ def test_depthwise_layers_are_costed_as_depthwise():
     shape = Shape("x", "conv", 64, 64, (3, 3), 64)
     truth = np.mean([encoded_layer_bytes(sample_weights(shape, 8, 1.0, rng), depthwise=True) for _ in range(5)])
     assert abs(depthwise / truth - 1) < 0.05, (depthwise, truth)
+
+
+def test_a_layer_whose_inputs_are_all_removed_upstream_costs_no_weight_bytes():
+    """mobilenetv2-cifar's classifier takes `in_channel_bits` from the last conv: with every group of it at 0 bits
+    the classifier has no inputs. The model divided by its zero stored weights per channel and the whole space
+    could not be costed for Ethos-U."""
+    from nni.mutable import MutableList
+
+    from nni_udc.nn import MutableQuantLinear, channel_bits_choice
+
+    class Net(ModelSpace, label_prefix=None):
+        def __init__(self):
+            super().__init__()
+            kept = channel_bits_choice("last", 16, [0, 8], group_size=8)
+            assert isinstance(kept, MutableList)
+            self.last = MutableQuantConv2d(4, 16, 1, weight_bits=kept)
+            self.head = MutableQuantLinear(16, 10, weight_bits=8, in_channel_bits=kept)
+
+        def forward(self, x):
+            return self.head(self.last(x).mean((2, 3)))
+
+    cost = load_target("ethos-u55").cost()
+    expression = CostProfiler(Net(), torch.zeros(1, 4, 4, 4), cost).expression
+    removed = expression.freeze({"last_g0": 0, "last_g1": 0})
+    half = expression.freeze({"last_g0": 8, "last_g1": 0})
+    assert np.isfinite(removed) and 0 < removed < half

@@ -368,6 +368,8 @@ class NpuModel:
         def channel(bits: Any, in_channels: Any, groups: Any, density: Any) -> Any:
             n = in_channels // groups * kh * kw
             stored = stored_weights_per_channel(traversal, in_channels // groups, kh * kw)
+            if isinstance(stored, (int, float)) and stored == 0:  # every input removed upstream (in_channel_bits)
+                return 0
             return stored * self.bytes_per_weight_at(traversal, bits, self.effective_density(bits, density, n) * n
                                                      / stored, n)
 
