@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from nni_udc.config import ConfigError, check_pareto, parse_config
-from nni_udc.experiment import run_pareto
+from nni_udc.experiment import run_baseline, run_pareto
 from nni_udc.pareto import Point, compare, format_comparison, format_front, read_baseline, read_front, write_front
 from nni_udc.pareto.files import RunFileError
 from nni_udc.pareto.front import plot_front
@@ -88,21 +88,24 @@ def test_the_reference_point_is_in_db_for_super_resolution():
         parse_config({"space": "digits", "pareto": {"reference_point": [25, 1.0]}}, "x.yaml")
 
 
-def test_the_outer_loop_refuses_several_devices(tmp_path):
+@pytest.mark.parametrize("command, run", [("pareto", lambda c, out: run_pareto(c, progress=False)),
+                                          ("baseline", lambda c, out: run_baseline(c, output=out, progress=False))])
+def test_the_outer_loop_and_the_baseline_refuse_several_devices(command, run, tmp_path):
+    """Without the guard a 2-device study trained two trials as one DDP group; one line and status 2 instead."""
     config = parse_config({"space": "digits", "training": {"devices": 2, "accelerator": "cpu"}}, "exp.yaml")
-    with pytest.raises(ConfigError, match=r"^exp\.yaml: training\.devices: nni-udc pareto trains on one device, "
-                                          r"but got 2; use 1"):
-        check_pareto(config)
+    message = f"training.devices: nni-udc {command} trains on one device, but got 2; use 1"
+    with pytest.raises(ConfigError, match=r"^exp\.yaml: " + message.replace(".", r"\.")):
+        check_pareto(config, command=f"nni-udc {command}")
     with pytest.raises(ConfigError, match=r"training\.devices"):
-        run_pareto(config, progress=False)
+        run(config, tmp_path / "api")
+    assert not (tmp_path / "api").exists()
     experiment = tmp_path / "exp.yaml"
     experiment.write_text(f"space: digits\ntraining: {{devices: 2, accelerator: cpu}}\noutput: {tmp_path / 'run'}\n")
-    done = subprocess.run([NNI_UDC, "pareto", str(experiment)], capture_output=True, text=True, timeout=300,
+    done = subprocess.run([NNI_UDC, command, str(experiment)], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.strip().splitlines()[-1] == (
-        f"nni-udc pareto: error: {experiment}: training.devices: nni-udc pareto trains on one device, but got 2; "
-        f"use 1 (several devices (DDP) serve one search: nni-udc search)")
+        f"nni-udc {command}: error: {experiment}: {message} (several devices (DDP) serve one search: nni-udc search)")
     assert not (tmp_path / "run").exists()
 
 

@@ -3,11 +3,6 @@ costs nothing, bakes to plain torch, and a fully convolutional space takes any p
 refuses several training devices."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,12 +11,11 @@ from nni_udc.config import ConfigError, parse_config
 from nni_udc.data.sr import load_sr_splits
 from nni_udc.evaluators import exact_costs
 from nni_udc.evaluators.sr import mean_psnr
-from nni_udc.experiment import _space, run_baseline
+from nni_udc.experiment import _space
 from nni_udc.export.bake import bake
 from nni_udc.spaces import EdsrSpace
 from nni_udc.spaces.edsr_sr import BicubicUpsample
 
-NNI_UDC = str(Path(sys.executable).parent / "nni-udc")
 SAMPLE = {"width": 16, "depth": 2, **{f"b_{n}": 4 for n in ("head", "r0c1", "r0c2", "r1c1", "r1c2", "body", "up")},
           **{f"s_{n}": 0.5 for n in ("head", "r0c1", "r0c2", "r1c1", "r1c2", "body", "up")}}
 
@@ -102,20 +96,3 @@ def test_the_space_takes_patches_of_any_size_but_not_other_channels():
     digits = parse_config({"space": "digits"}, "x.yaml")  # a space of fixed size still checks the whole shape
     with pytest.raises(ConfigError, match=r"takes inputs of shape \(1, 8, 8\), but data set 'digits' has \(1, 9, 9\)"):
         _space(digits, (1, 9, 9))
-
-
-def test_the_uniform_baseline_refuses_several_devices(tmp_path):
-    config = parse_config({"space": "digits", "training": {"devices": 2, "accelerator": "cpu"}}, "exp.yaml")
-    with pytest.raises(ConfigError, match=r"^exp\.yaml: training\.devices: nni-udc baseline trains on one device, "
-                                          r"but got 2; use 1"):
-        run_baseline(config, output=tmp_path / "api", progress=False)
-    assert not (tmp_path / "api").exists()
-    experiment = tmp_path / "exp.yaml"
-    experiment.write_text(f"space: digits\ntraining: {{devices: 2, accelerator: cpu}}\noutput: {tmp_path / 'run'}\n")
-    done = subprocess.run([NNI_UDC, "baseline", str(experiment)], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
-    assert done.stderr.strip().splitlines()[-1] == (
-        f"nni-udc baseline: error: {experiment}: training.devices: nni-udc baseline trains on one device, but got 2; "
-        f"use 1 (several devices (DDP) serve one search: nni-udc search)")
-    assert not (tmp_path / "run").exists()
