@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from nni_udc.cli._preflight import check_search, check_storage, output_directory
-from nni_udc.config import ExperimentConfig, load_config
+from nni_udc.config import ExperimentConfig, ParetoConfig, load_config
 
 if TYPE_CHECKING:  # annotations only: the commands import what they run when they run
     from nni_udc.pareto import Point
@@ -97,6 +97,20 @@ def baseline_command(args: argparse.Namespace) -> int:
                          workers=args.workers)
 
 
+
+def how_chosen(pareto: ParetoConfig) -> str:
+    """How the outer loop picks its values, for the header line: the ``initial`` log-spaced ones, then the sampler.
+
+    Example:
+        >>> how_chosen(ParetoConfig(trials=10, initial=10))
+        'log-spaced'
+        >>> how_chosen(ParetoConfig(trials=10, initial=5, sampler="tpe"))
+        '5 log-spaced, then tpe'
+    """
+    if pareto.initial >= pareto.trials:
+        return "log-spaced"
+    return f"{pareto.initial} log-spaced, then {pareto.sampler}"
+
 def pareto_command(args: argparse.Namespace) -> int:
     from nni_udc.config import ConfigError, check_pareto
     from nni_udc.experiment import quiet, run_pareto, storage_url
@@ -116,7 +130,7 @@ def pareto_command(args: argparse.Namespace) -> int:
     check_storage(storage_url(config))
     p, metric = config.pareto, metric_of_data(config.data.name)
     print(f"Tracing the front of {config.name}: {p.trials} searches over {p.variable} in [{p.low:g}, {p.high:g}] "
-          f"({p.sampler}), optimising {config.hardware.cost} ({config.hardware.target}); study in {storage_url(config)}"
+          f"({how_chosen(p)}), optimising {config.hardware.cost} ({config.hardware.target}); study in {storage_url(config)}"
           + ("; then the uniform baseline" if p.baseline else ""))
     with quiet(enabled=not args.verbose):
         outcome = run_pareto(config, inner_progress=args.verbose)
