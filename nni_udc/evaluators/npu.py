@@ -228,14 +228,6 @@ def _relu(x: Any) -> Any:
     return max(x, 0)
 
 
-def _minimum(x: Any, y: Any) -> Any:
-    if isinstance(x, Mutable) or isinstance(y, Mutable):
-        return MutableExpression.min(x, y)
-    if isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor):
-        return torch.minimum(torch.as_tensor(x), torch.as_tensor(y))
-    return min(x, y)
-
-
 def _piecewise(knots: Sequence[float], values: Sequence[Any], x: Any) -> Any:
     """Linear interpolation through ``(knots, values)``, constant beyond the ends; arithmetic only, so ``x``
     and the values may be numbers, NNI expressions or tensors."""
