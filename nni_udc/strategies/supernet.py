@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from nni.mutable import Categorical, Mutable, MutableExpression, MutableList
 from nni.nas.nn.pytorch import MutableBatchNorm1d
-from nni.nas.oneshot.pytorch.supermodule._expression_utils import traverse_all_options
+from nni.nas.oneshot.pytorch.supermodule._expression_utils import traverse_all_options, weighted_sum
 from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
-from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedRepeat
+from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedLayer, DifferentiableMixedRepeat
 from nni.nas.oneshot.pytorch.supermodule.operation import MixedBatchNorm2d
 from torch import nn
 
@@ -63,6 +63,7 @@ from nni_udc.nn import (
 __all__ = [
     "MIXED_OPERATION_HOOKS",
     "MixedCompressedOp",
+    "MixedLayerChoice",
     "MixedLowRank",
     "MixedQuant",
     "MixedRepeat",
@@ -116,6 +117,25 @@ class _Options:
                 w = w * probs[label][i]
             out[value] = out[value] + w if value in out else w
         return list(out.items())
+
+
+def _live(weights: list[tuple[Any, torch.Tensor]]) -> list[tuple[Any, torch.Tensor]]:
+    """The ``(value, probability)`` pairs whose probability is not exactly 0.
+
+    Leaving the others out changes neither the mixture nor its gradient (a softmax's derivative with respect to
+    any logit carries the factor ``p``), and scoring one architecture (one-hot probabilities: the export's
+    candidates, :class:`~nni_udc.strategies.udc.UDC`) then computes one candidate per choice instead of all of
+    them. Weights used only by a left-out candidate get no gradient (``None``, not zeros), so a single-path step
+    (:mod:`nni_udc.strategies.single_path`) leaves them alone as SPOS does; under the DARTS mixture no
+    probability is exactly 0 (float32's softmax underflows only for logit gaps above about 100). At least one
+    pair is kept, so the mixture keeps its shape and device.
+
+    Example:
+        >>> [v for v, _ in _live([(2, torch.tensor(0.0)), (4, torch.tensor(1.0)), (8, torch.tensor(0.0))])]
+        [4]
+    """
+    kept = [(v, p) for v, p in weights if bool(p != 0)]
+    return kept or weights[:1]
 
 
 class MixedCompressedOp(BaseSuperNetModule):
@@ -206,8 +226,10 @@ class MixedCompressedOp(BaseSuperNetModule):
         return values, per_group[:, of_channel]
 
     def _weights(self, name: str) -> list[tuple[Any, torch.Tensor]] | None:
-        """``[(value, probability)]`` of a searched argument, ``None`` if the argument is fixed."""
-        return self._options[name].weights(self._probs()) if name in self._options else None
+        """``[(value, probability)]`` of a searched argument, ``None`` if the argument is fixed.
+
+        Values of probability exactly 0 are left out (see :func:`_live`)."""
+        return _live(self._options[name].weights(self._probs())) if name in self._options else None
 
     # ----- NNI supernet protocol ---------------------------------------------------------------------
     def resample(self, memo: dict[str, Any]) -> dict[str, Any]:
@@ -286,7 +308,8 @@ class MixedCompressedOp(BaseSuperNetModule):
         if "weight_bits" in self._channel:
             values, p = self._channel_probs("weight_bits")
             p = p[:, :rows] if rows is not None else p
-            return sum(p[k].view(view) * fake_quantize_weight(w, b) for k, b in enumerate(values) if b > 0)  # type: ignore[return-value]
+            return sum((p[k].view(view) * fake_quantize_weight(w, b) for k, b in enumerate(values)
+                        if b > 0 and bool(p[k].any())), torch.zeros_like(w))  # every channel removed: all zeros
         weights = self._weights("weight_bits")
         if weights is None:
             bits = self.op.weight_bits
@@ -552,11 +575,26 @@ class MixedRepeat(DifferentiableMixedRepeat):
         return self._reduction(outputs, probs, depths)
 
 
+class MixedLayerChoice(DifferentiableMixedLayer):
+    """NNI's differentiable ``LayerChoice`` that runs only the candidates of non-zero probability.
+
+    NNI 3.0's ``DifferentiableMixedLayer.forward`` runs every candidate. When the supernet scores one
+    architecture (probabilities one-hot: the export's candidates in :class:`~nni_udc.strategies.udc.UDC`),
+    the others are multiplied by exactly 0: leaving them out changes neither the output nor any gradient.
+    """
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        weights = self._softmax(self._arch_alpha)
+        live = [i for i in range(len(self.names)) if bool(weights[i] != 0)] or [0]
+        return weighted_sum([self[self.names[i]](*args, **kwargs) for i in live], [weights[i] for i in live])
+
+
 #: Mutation hooks for every nni-udc module, for the 1-D NNI mutables a 1-D space needs that NNI 3.0 does not mix,
-#: and for ``Repeat`` (depth 0 included; pass to any NNI differentiable strategy).
+#: for ``Repeat`` (depth 0 included) and ``LayerChoice`` (zero-probability candidates skipped); pass to any NNI
+#: differentiable strategy.
 MIXED_OPERATION_HOOKS = [
     MixedQuantConv1d.mutate, MixedQuantConv2d.mutate, MixedQuantLinear.mutate,
     MixedSparseConv1d.mutate, MixedSparseConv2d.mutate, MixedSparseLinear.mutate,
     MixedLowRankConv1d.mutate, MixedLowRankConv2d.mutate, MixedLowRankLinear.mutate,
-    MixedBatchNorm1d.mutate, MixedRepeat.mutate,
+    MixedBatchNorm1d.mutate, MixedRepeat.mutate, MixedLayerChoice.mutate,
 ]
