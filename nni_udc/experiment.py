@@ -585,7 +585,8 @@ def _baseline_settings(config: ExperimentConfig) -> dict[str, Any]:
                 "data": {"name": config.data.name, **config.data.loader_arguments},
                 "epochs": t.epochs + t.finetune_epochs,
                 "learning_rate": t.learning_rate, "batch_size": t.batch_size, "seed": config.seed,
-                "hardware": config.hardware.target, "cost": config.hardware.cost}
+                "hardware": config.hardware.target, "cost": config.hardware.cost,
+                "batchnorm": "re-estimated"}  # statistics recomputed after training (evaluators/batchnorm_stats.py)
     return json.loads(json.dumps(settings))  # as the file holds them (tuples become lists)
 
 

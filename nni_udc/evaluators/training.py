@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from nni_udc.data import DatasetSplits
+from nni_udc.evaluators.batchnorm_stats import reestimate_batchnorm
 from nni_udc.evaluators.devices import torch_device
 from nni_udc.evaluators.divergence import check_finite, check_loss
 from nni_udc.evaluators.precision import Precision
@@ -33,6 +34,9 @@ def train_classifier(model: nn.Module, splits: DatasetSplits, *, epochs: int = 1
                      score: Callable[[nn.Module, TensorDataset], float] = accuracy,
                      precision: str = "32-true") -> dict[str, float]:
     """Train with Adam and cosine decay on ``splits.train``; return validation and test accuracy.
+
+    After the last epoch the BatchNorm statistics are recomputed with the final weights
+    (:func:`~nni_udc.evaluators.batchnorm_stats.reestimate_batchnorm`).
 
     ``loss`` and ``score`` serve another task (super-resolution: L1 and PSNR, :mod:`nni_udc.evaluators.tasks`).
 
@@ -69,6 +73,9 @@ def train_classifier(model: nn.Module, splits: DatasetSplits, *, epochs: int = 1
             mode.step(optimizer)
             schedule.step()
     check_finite(model, where=f"end of epoch {epochs - 1}")
+    # BatchNorm statistics of the final weights (low-bit weights oscillate to the end: batchnorm_stats.py)
+    reestimate_batchnorm(model, DataLoader(splits.train, batch_size=batch_size), inputs=mode.inputs,
+                         autocast=mode.autocast)
     if mode.weight_dtype != torch.float32:  # 64-true: back to the dtype that scoring, costing and export expect
         model.float()
     return {"val": score(model, splits.val), "test": score(model, splits.test)}

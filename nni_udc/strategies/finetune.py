@@ -12,6 +12,8 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from nni_udc.evaluators.batchnorm_stats import reestimate_batchnorm
+
 __all__ = ["finetune"]
 
 
@@ -64,6 +66,9 @@ def finetune(model: nn.Module, evaluator: Any, *, epochs: int, learning_rate: fl
              train_dataloaders: Any = None, val_dataloaders: Any = None) -> float:
     """Train ``model`` for ``epochs`` on the evaluator's train loader; return its validation accuracy.
 
+    After training, the BatchNorm statistics are recomputed with the final weights over the train loader
+    (:func:`~nni_udc.evaluators.batchnorm_stats.reestimate_batchnorm`) and the accuracy is measured with them.
+
     ``train_dataloaders`` / ``val_dataloaders`` replace the evaluator's (a search trains its architecture on
     the evaluator's validation loader, so its fine-tune should report on data the search never saw).
 
@@ -82,7 +87,12 @@ def finetune(model: nn.Module, evaluator: Any, *, epochs: int, learning_rate: fl
     progress = bool(getattr(search_trainer, "progress_bar_callback", None))
     trainer = pl.Trainer(max_epochs=epochs, **_placement(search_trainer), logger=logger, enable_checkpointing=False,
                          enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0)
-    trainer.fit(tuner, train_dataloaders=train_dataloaders if train_dataloaders is not None else evaluator.train_dataloaders,
-                val_dataloaders=val_dataloaders if val_dataloaders is not None else evaluator.val_dataloaders)
+    train = train_dataloaders if train_dataloaders is not None else evaluator.train_dataloaders
+    val = val_dataloaders if val_dataloaders is not None else evaluator.val_dataloaders
+    trainer.fit(tuner, train_dataloaders=train, val_dataloaders=val)
+    # The running statistics lag behind low-bit weights that oscillate to the end (batchnorm_stats.py):
+    # recompute them with the final weights, then score again.
+    if reestimate_batchnorm(model, train):
+        trainer.validate(tuner, dataloaders=val, verbose=False)
     model.eval()
     return float(tuner.correct / max(tuner.seen, 1))
