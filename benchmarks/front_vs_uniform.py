@@ -90,7 +90,7 @@ def _retrained_comparison(config: ExperimentConfig, baseline: list[Point], searc
     test accuracy over 5 seeds (standard deviation 0.006 to 0.008), and a front picked from many single runs keeps
     the lucky ones. Retrained: the baseline points on the single-run front by test or by validation accuracy (the
     others are dominated by a wide margin) and every searched architecture, each trained from scratch like a
-    baseline model (``training.epochs + finetune_epochs``) under seeds ``0..seeds-1``.
+    baseline model (``nni_udc.experiment.baseline_epochs``) under seeds ``0..seeds-1``.
     """
     on_front = {id(p) for acc in ("test_accuracy", "accuracy") for p in non_dominated(baseline, accuracy=acc)}
     trainers = [_Trainer(replace(config, seed=seed)) for seed in range(seeds)]

@@ -578,12 +578,30 @@ class BaselineOutcome:
     files: dict[str, Path]
 
 
+def baseline_epochs(config: ExperimentConfig) -> int:
+    """Training epochs of each uniform baseline model: those of one search of the front.
+
+    A search trains ``training.epochs`` (supernet) and ``training.finetune_epochs``; with a shared supernet
+    (``pareto.supernet_epochs``) each of the ``pareto.trials`` searches also gets its share of that, rounded up.
+
+    Example:
+        >>> from nni_udc.config import parse_config
+        >>> config = parse_config({"space": "digits", "training": {"epochs": 1, "finetune_epochs": 12},
+        ...                        "pareto": {"trials": 10, "supernet_epochs": 25}}, "inline")
+        >>> baseline_epochs(config)
+        16
+    """
+    t, p = config.training, config.pareto
+    shared = -(-p.supernet_epochs // p.trials) if p.supernet_epochs else 0
+    return t.epochs + t.finetune_epochs + shared
+
+
 def _baseline_settings(config: ExperimentConfig) -> dict[str, Any]:
     """What decides a baseline model's numbers: a file trained otherwise is not reused."""
     t = config.training
     settings = {"space": {"name": config.space.name, "args": config.space.args},
                 "data": {"name": config.data.name, **config.data.loader_arguments},
-                "epochs": t.epochs + t.finetune_epochs,
+                "epochs": baseline_epochs(config),
                 "learning_rate": t.learning_rate, "batch_size": t.batch_size, "seed": config.seed,
                 "hardware": config.hardware.target, "cost": config.hardware.cost,
                 "batchnorm": "re-estimated"}  # statistics recomputed after training (evaluators/batchnorm_stats.py)
@@ -614,7 +632,7 @@ class _Trainer:
         try:
             torch.manual_seed(self.config.seed)
             t = self.config.training
-            scores = train_classifier(self.space.freeze(sample), self.splits, epochs=t.epochs + t.finetune_epochs,
+            scores = train_classifier(self.space.freeze(sample), self.splits, epochs=baseline_epochs(self.config),
                                       learning_rate=t.learning_rate, batch_size=t.batch_size, seed=self.config.seed,
                                       device=self.device, loss=task.loss, score=task.score, precision=t.precision)
         finally:
@@ -675,8 +693,8 @@ def run_baseline(config: ExperimentConfig, *, output: str | Path | None = None, 
     """Train every model of the space's uniform grid; write ``baseline.csv`` and ``baseline.json`` to ``output``.
 
     Each model (:func:`~nni_udc.strategies.uniform_grid`) is trained from scratch with
-    :func:`~nni_udc.evaluators.training.train_classifier` for the epochs of one search (``training.epochs +
-    training.finetune_epochs``) with its learning rate, batch size and seed; quantisation and masks act from
+    :func:`~nni_udc.evaluators.training.train_classifier` for the epochs of one search (:func:`baseline_epochs`)
+    with its learning rate, batch size and seed; quantisation and masks act from
     the first step (the frozen modules compress in their forward pass). Costs are measured as the searches
     measure theirs. Resumable: models already in ``baseline.json`` are kept (their accuracies; their costs are
     measured again), and the files are rewritten after each model. ``workers`` processes train models side by

@@ -64,7 +64,7 @@ def search_command(args: argparse.Namespace) -> int:
 
 def _run_baseline(config: ExperimentConfig, *, workers: int | None) -> int:
     from nni_udc.config import check_pareto
-    from nni_udc.experiment import quiet, run_baseline
+    from nni_udc.experiment import baseline_epochs, quiet, run_baseline
     from nni_udc.pareto import format_front, non_dominated, read_front
     from nni_udc.pareto.metric import metric_of_data
 
@@ -72,9 +72,8 @@ def _run_baseline(config: ExperimentConfig, *, workers: int | None) -> int:
     check_search(config)
     metric = metric_of_data(config.data.name)
     out_dir = output_directory(config.output)
-    t = config.training
     print(f"Training the uniform baseline of {config.space.name} on {config.data.name} "
-          f"({_plural(t.epochs + t.finetune_epochs, 'epoch')} per model, as one search), measuring "
+          f"({_plural(baseline_epochs(config), 'epoch')} per model, as one search), measuring "
           f"{config.hardware.cost} ({config.hardware.target}); writing to {out_dir}")
     with quiet():
         outcome = run_baseline(config, output=out_dir, progress=sys.stderr.isatty(), workers=workers)
