@@ -96,7 +96,6 @@ def baseline_command(args: argparse.Namespace) -> int:
                          workers=args.workers)
 
 
-
 def how_chosen(pareto: ParetoConfig) -> str:
     """How the outer loop picks its values, for the header line: the ``initial`` log-spaced ones, then the sampler.
 
@@ -109,6 +108,7 @@ def how_chosen(pareto: ParetoConfig) -> str:
     if pareto.initial >= pareto.trials:
         return "log-spaced"
     return f"{pareto.initial} log-spaced, then {pareto.sampler}"
+
 
 def pareto_command(args: argparse.Namespace) -> int:
     from nni_udc.config import ConfigError, check_pareto

@@ -584,9 +584,8 @@ class MixedLayerChoice(DifferentiableMixedLayer):
     """
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        weights = self._softmax(self._arch_alpha)
-        live = [i for i in range(len(self.names)) if bool(weights[i] != 0)] or [0]
-        return weighted_sum([self[self.names[i]](*args, **kwargs) for i in live], [weights[i] for i in live])
+        live = _live(list(zip(self.names, self._softmax(self._arch_alpha))))
+        return weighted_sum([self[name](*args, **kwargs) for name, _ in live], [p for _, p in live])
 
 
 #: Mutation hooks for every nni-udc module, for the 1-D NNI mutables a 1-D space needs that NNI 3.0 does not mix,
