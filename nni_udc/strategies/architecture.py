@@ -106,21 +106,19 @@ def ranked_samples(log_probs: Mapping[str, torch.Tensor], choices: Mapping[str, 
     order = {lb: torch.argsort(log_probs[lb], descending=True).tolist() for lb in labels}
     sorted_lp = {lb: [float(log_probs[lb][i]) for i in order[lb]] for lb in labels}
 
-    def score(state: tuple[int, ...]) -> float:
-        return sum(sorted_lp[lb][r] for lb, r in zip(labels, state))
-
     start = (0,) * len(labels)
-    heap = [(-score(start), start)]
+    heap = [(-sum(sorted_lp[lb][0] for lb in labels), start)]
     seen = {start}
     while heap:
         neg, state = heapq.heappop(heap)
         yield -neg, {lb: choices[lb].values[order[lb][r]] for lb, r in zip(labels, state)}
         for i, lb in enumerate(labels):
-            if state[i] + 1 < len(order[lb]):
-                nxt = state[:i] + (state[i] + 1,) + state[i + 1:]
+            r = state[i]
+            if r + 1 < len(order[lb]):
+                nxt = state[:i] + (r + 1,) + state[i + 1:]
                 if nxt not in seen:
-                    seen.add(nxt)
-                    heapq.heappush(heap, (-score(nxt), nxt))
+                    seen.add(nxt)  # one label's rank up: its log-probability drop, not a new sum over all labels
+                    heapq.heappush(heap, (neg + sorted_lp[lb][r] - sorted_lp[lb][r + 1], nxt))
 
 
 def most_probable(distribution: ArchitectureDistribution, cost: Callable[[Mapping[str, Any]], float], *,
@@ -174,15 +172,19 @@ def used_labels(space: nn.Module) -> Callable[[Mapping[str, Any]], set[str]]:
                 for label in mutable.simplify():
                     owners.setdefault(label, []).append(path)
     choices = {path: m for path, m in space.named_modules() if isinstance(m, LayerChoice)}
+    by_picks: dict[tuple, frozenset[str]] = {}  # only the LayerChoice picks matter: the fitter asks thousands of times
 
     def used(sample: Mapping[str, Any]) -> set[str]:
-        unchosen = [f"{path}.{name}" for path, choice in choices.items() for name in choice.names
-                    if name != sample[choice.label]]
+        picks = tuple(sample[choice.label] for choice in choices.values())
+        if picks not in by_picks:
+            unchosen = [f"{path}.{name}" for path, choice in choices.items() for name in choice.names
+                        if name != sample[choice.label]]
 
-        def live(path: str) -> bool:
-            return not any(path == u or path.startswith(u + ".") for u in unchosen)
+            def live(path: str) -> bool:
+                return not any(path == u or path.startswith(u + ".") for u in unchosen)
 
-        return {label for label, paths in owners.items() if any(live(p) for p in paths)} | (set(sample) - set(owners))
+            by_picks[picks] = frozenset(label for label, paths in owners.items() if any(live(p) for p in paths))
+        return set(by_picks[picks]) | (set(sample) - set(owners))
 
     return used
 

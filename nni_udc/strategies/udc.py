@@ -422,7 +422,7 @@ class UDC(DARTS):
         if dist is None or supernet is None or profiler is None or rule is None or self.target is None:
             raise RuntimeError("UDC needs a finished search with a target to fit a budget")
         budget = self.target * rule.reference
-        cost = _compiled_cost(profiler.expression)
+        cost = _remembered(_compiled_cost(profiler.expression))
         found = most_probable(dist, cost, budget=budget, k=self.candidates, used=self._used)
         if not found:
             _logger.warning("no architecture among the most probable fits the budget %.4g; exporting the cheapest "
@@ -437,9 +437,11 @@ class UDC(DARTS):
         if self.refine:  # also the most probable model given each value of each label: wide-and-low-bit
             for label, choice in dist.choices.items():  # is two label changes away from narrow-and-8-bit
                 for value in choice.values:
+                    if value == found[0][1][label]:  # the most probable within budget already has it
+                        continue
                     starts += [x for _, x in most_probable(dist, cost, budget=budget, fixed={label: value},
                                                            used=self._used, max_visits=2000)]
-        score = _SupernetScore(supernet, dist, self.model_space.evaluator)
+        score = _remembered(_SupernetScore(supernet, dist, self.model_space.evaluator))
         unique = {tuple(sorted(x.items(), key=lambda kv: kv[0])): x for x in starts}
         best = min(unique.values(), key=score)
         if self.refine:
@@ -496,6 +498,23 @@ def _random_within(choices: Mapping[str, Any], cost: Callable[[Mapping[str, Any]
         if cost(sample) <= budget:
             found.append(sample)
     return found
+
+
+def _remembered(fn: Callable[[Mapping[str, Any]], float]) -> Callable[[Mapping[str, Any]], float]:
+    """``fn`` of a sample, computed once per sample: the fitter's enumerations (every candidate list, each
+    label fixed in turn, the local search's neighbours) meet the same architectures many times."""
+    memo: dict[frozenset, float] = {}
+
+    def remembered(sample: Mapping[str, Any]) -> float:
+        try:
+            key = frozenset(sample.items())
+        except TypeError:  # an unhashable choice value: compute every time
+            return fn(sample)
+        if key not in memo:
+            memo[key] = fn(sample)
+        return memo[key]
+
+    return remembered
 
 
 def _compiled_cost(expression: Any) -> Callable[[Mapping[str, Any]], float]:
