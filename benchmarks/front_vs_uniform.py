@@ -21,19 +21,15 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tqdm import tqdm
-
 from nni_udc._table import format_table
-from nni_udc.config import ExperimentConfig, load_config
-from nni_udc.experiment import _Trainer, quiet, run_baseline, run_pareto
-from nni_udc.pareto import Comparison, compare, format_comparison
-from nni_udc.pareto.front import Point, non_dominated
+from nni_udc.config import load_config
+from nni_udc.experiment import quiet, run_baseline, run_pareto, run_retrain
+from nni_udc.pareto import Comparison, format_comparison
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = [ROOT / "examples" / "udc-digits.yaml", ROOT / "examples" / "dass-sparse-cell.yaml"]
@@ -75,35 +71,11 @@ def run(path: Path, out: Path, *, workers: int | None, seeds: int) -> Row:
     print(format_comparison(outcome.comparison, cost=cost))
     retrained = None
     if seeds > 1:
-        retrained = _retrained_comparison(config, baseline.points, outcome.points, seeds)
+        retrained = run_retrain(config, seeds=seeds, workers=workers).comparison  # writes retrained.json
         print(f"\n--- architectures retrained from scratch with the baseline's recipe, mean over {seeds} seeds ---")
         print(format_comparison(retrained, cost=cost))
     return Row(config.name, len(outcome.points), len(baseline.points), outcome.comparison, loop_seconds,
                baseline_seconds, retrained)
-
-
-def _retrained_comparison(config: ExperimentConfig, baseline: list[Point], searched: list[Point],
-                          seeds: int) -> Comparison:
-    """The comparison again, with every architecture's accuracies the mean over ``seeds`` trainings from scratch.
-
-    One training of a model on digits' 359 test samples is noisy: the same architecture spans about 1.7 points of
-    test accuracy over 5 seeds (standard deviation 0.006 to 0.008), and a front picked from many single runs keeps
-    the lucky ones. Retrained: the baseline points on the single-run front by test or by validation accuracy (the
-    others are dominated by a wide margin) and every searched architecture, each trained from scratch like a
-    baseline model (``nni_udc.experiment.baseline_epochs``) under seeds ``0..seeds-1``.
-    """
-    on_front = {id(p) for acc in ("test_accuracy", "accuracy") for p in non_dominated(baseline, accuracy=acc)}
-    trainers = [_Trainer(replace(config, seed=seed)) for seed in range(seeds)]
-
-    def mean(point: Point) -> Point:
-        scores = [trainer(point.architecture)[:2] for trainer in trainers]
-        return replace(point, accuracy=statistics.mean(v for v, _ in scores),
-                       test_accuracy=statistics.mean(t for _, t in scores))
-
-    with quiet():
-        uniform = [mean(p) for p in tqdm(baseline, desc="retraining the uniform front") if id(p) in on_front]
-        search = [mean(p) for p in tqdm(searched, desc="retraining the searched models")]
-    return compare(uniform, search, reference=config.pareto.reference_point)
 
 
 def main() -> None:

@@ -9,6 +9,8 @@ Usage::
     nni-udc baseline CONFIG [--out DIR] [--workers N]            the uniform-compression baseline of any file
     nni-udc show RUN                                             the front of a finished (or running) pareto run
                                                                  (and its comparison with the baseline)
+    nni-udc retrain CONFIG [--seeds K] [--out DIR] [--workers N] a finished pareto run's comparison again, every
+                                                                 model retrained from scratch with K seeds
     nni-udc nnictl-register [--name N]                           register the Optuna tuner with nnictl
     nni-udc nnictl-trial CONFIG                                  an nnictl trial: one search, reported to NNI
 
@@ -36,7 +38,7 @@ from nni_udc import __version__
 from nni_udc.cli.export import ExportError, export_command, input_shape
 from nni_udc.cli.nnictl import register_command, trial_command
 from nni_udc.cli.npu import add_calibrate_command
-from nni_udc.cli.run import baseline_command, pareto_command, search_command
+from nni_udc.cli.run import baseline_command, pareto_command, retrain_command, search_command
 from nni_udc.cli.show import show_command
 from nni_udc.cli.tools import npu_size_command, profile_command
 from nni_udc.config import ConfigError, option_type
@@ -133,6 +135,19 @@ def _parser() -> argparse.ArgumentParser:
                                "numbers do not depend on it")
     baseline.set_defaults(func=baseline_command, errors=(ConfigError, DivergedError))
 
+    retrain = commands.add_parser(
+        "retrain", help="retrain a pareto run's searched and uniform models with several seeds; compare the means",
+        description="One run's comparison rests on one training of every model. Train every searched architecture "
+                    "and every uniform front model of a finished pareto run (front.json and baseline.json in the "
+                    "output directory) from scratch with the baseline's budget under seeds 0..K-1, and compare "
+                    "mean accuracies. Writes retrained.json as each training finishes (run it again to resume).")
+    retrain.add_argument("config", help="experiment YAML file of the pareto run")
+    retrain.add_argument("--seeds", type=_positive, default=3, help="trainings of each model (default: 3)")
+    retrain.add_argument("--out", default=None, help="the run's output directory (default: the file's output)")
+    retrain.add_argument("--workers", type=_positive, default=None,
+                         help="processes training models side by side (default: 2, or 1 on one core)")
+    retrain.set_defaults(func=retrain_command, errors=(ConfigError, DivergedError, RunFileError))
+
     show = commands.add_parser("show", help="print the front of a pareto run",
                                description="Print the front (front.json) of a pareto run directory as a table, and "
                                            "its comparison with the uniform baseline when baseline.json is there.")
@@ -209,9 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     except args.errors as error:
         parser.exit(2, f"nni-udc {args.command}: error: {error}\n")
     except KeyboardInterrupt:
-        if args.command not in ("search", "pareto", "baseline"):
+        if args.command not in ("search", "pareto", "baseline", "retrain"):
             raise
-        parser.exit(130, f"\nnni-udc {args.command}: interrupted; finished searches and baseline models are kept: "
+        parser.exit(130, f"\nnni-udc {args.command}: interrupted; finished searches and trained models are kept: "
                          "run the same command again to resume\n")
 
 
