@@ -795,13 +795,14 @@ def run_retrain(config: ExperimentConfig, *, seeds: int = 3, output: str | Path 
     Example:
         >>> from nni_udc.config import load_config
         >>> outcome = run_retrain(load_config("examples/udc-digits.yaml"), seeds=3)   # doctest: +SKIP
-        >>> outcome.comparison.median_ratio                                           # doctest: +SKIP
-        0.61
+        >>> round(outcome.comparison.median_ratio, 2)                                 # doctest: +SKIP
+        0.64
     """
     from tqdm import tqdm
 
     from nni_udc.pareto import compare, non_dominated, read_front
     from nni_udc.pareto.baseline import _replace
+    from nni_udc.pareto.files import RunFileError, read_json
 
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
         raise ConfigError(f"seeds must be an integer >= 1, but got {seeds!r}")
@@ -819,7 +820,10 @@ def run_retrain(config: ExperimentConfig, *, seeds: int = 3, output: str | Path 
     searched = read_front(front_path)["points"]
     results: dict[str, dict[str, list[float]]] = {}  # architecture (JSON) -> seed -> [val, test]
     if path.is_file():
-        saved = json.loads(path.read_text())
+        saved = read_json(path)
+        for field_name in ("settings", "results"):
+            if not isinstance(saved, dict) or not isinstance(saved.get(field_name), dict):
+                raise RunFileError(f"{path}: {field_name}: missing or not a mapping; remove the file to retrain from scratch")
         for name, value in settings.items():
             if saved["settings"].get(name) != value:
                 raise ConfigError(f"{path}: settings.{name}: its models were trained with {saved['settings'].get(name)!r}, "

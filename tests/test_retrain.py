@@ -13,6 +13,7 @@ from nni_udc.cli import main
 from nni_udc.config import ConfigError, load_config
 from nni_udc.experiment import RETRAINED_JSON, run_retrain
 from nni_udc.pareto import Point, write_baseline, write_front
+from nni_udc.pareto.files import RunFileError
 from nni_udc.spaces import SparseCellSpace
 from nni_udc.strategies import uniform_grid
 
@@ -85,6 +86,9 @@ def test_retrain_refuses_other_settings_and_a_missing_run(tmp_path):
     other = load_config(_config_file(tmp_path, learning_rate=0.02))
     with pytest.raises(ConfigError, match=r"retrained\.json: settings\.learning_rate: .* 0\.01, but .* 0\.02"):
         run_retrain(other, seeds=1, progress=False)
+    (config.output / RETRAINED_JSON).write_text('{"settings": {}, "results": [')  # a run killed mid-write elsewhere
+    with pytest.raises(RunFileError, match=r"retrained\.json: not valid JSON"):
+        run_retrain(config, seeds=1, progress=False)
 
 
 def test_retrain_command_prints_the_comparison_and_exits_2_on_a_missing_run(tmp_path, capsys):
