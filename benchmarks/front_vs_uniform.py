@@ -6,16 +6,18 @@ with the budget of one search) — into a scratch directory (or ``--out DIR/<nam
 and prints, by TEST accuracy:
 
 - per point of the baseline's front (``*``: test accuracy >= 0.95) the smallest searched model at least as
-  accurate and the size ratio ``uniform cost / searched cost`` (``inf``: no searched model is that accurate);
+  accurate and the size ratio ``uniform cost / searched cost`` (``0``: no searched model is that accurate);
 - the median ratio over the starred points and whether the search is never worse there;
 - both hypervolumes (one reference point) and the wall time of the search loop and of the baseline.
 
     .venv/bin/python benchmarks/front_vs_uniform.py                        # udc-digits and dass-sparse-cell
     .venv/bin/python benchmarks/front_vs_uniform.py examples/udc-digits.yaml --out runs/front-vs-uniform
     .venv/bin/python benchmarks/front_vs_uniform.py examples/udc-digits.yaml --seeds 3   # + mean of 3 retrainings
+                                                                           # (nni-udc retrain, retrained.json)
 
-Not a test: the numbers depend on the machine, and the runs take minutes (the main job's loop about 3
-minutes on 2 cores, its baseline about as long).
+Not a test: the numbers depend on the machine, and the runs take minutes (the main job's loop about 2½
+minutes on 2 cores, its baseline about 3, its 3-seed retraining about 3). Results so far:
+``benchmarks/front_vs_uniform.md``.
 """
 from __future__ import annotations
 
