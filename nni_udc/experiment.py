@@ -646,6 +646,20 @@ _WORKER: _Trainer | None = None
 _WORTH_A_POOL = 8  # models left to train from which worker processes pay for their start
 
 
+def _default_workers(models: int) -> int:
+    """Processes to train ``models`` models: 2 where there are 2 cores and enough models to pay for starting them."""
+    return min(2, os.cpu_count() or 1) if models >= _WORTH_A_POOL else 1
+
+
+def _check_settings(path: Path, saved: dict[str, Any], settings: dict[str, Any], config: ExperimentConfig,
+                    remedy: str) -> None:
+    """Refuse a file of trained models whose recorded settings differ from ``config``'s, naming the first one."""
+    for name, value in settings.items():
+        if saved.get(name) != value:
+            raise ConfigError(f"{path}: settings.{name}: its models were trained with {saved.get(name)!r}, but "
+                              f"{config.path} gives {value!r}; {remedy} or write elsewhere (--out)")
+
+
 def _start_worker(config: ExperimentConfig) -> None:
     global _WORKER
     with quiet():
@@ -727,11 +741,7 @@ def run_baseline(config: ExperimentConfig, *, output: str | Path | None = None, 
         done: dict[int, Point] = {}
         if (output / BASELINE_JSON).is_file():
             saved = read_baseline(output / BASELINE_JSON)
-            for name, value in settings.items():
-                if saved["settings"].get(name) != value:
-                    raise ConfigError(f"{output / BASELINE_JSON}: settings.{name}: its models were trained with "
-                                      f"{saved['settings'].get(name)!r}, but {config.path} gives {value!r}; remove "
-                                      f"the baseline files or write elsewhere (--out)")
+            _check_settings(output / BASELINE_JSON, saved["settings"], settings, config, "remove the baseline files")
             by_key = {json.dumps(p.architecture, sort_keys=True): p for p in saved["points"]}
             done = {}
             for i, k in enumerate(keys):
@@ -741,7 +751,7 @@ def run_baseline(config: ExperimentConfig, *, output: str | Path | None = None, 
         files = {"csv": output / BASELINE_CSV, "json": output / BASELINE_JSON}
         todo = [(i, sample) for i, sample in enumerate(grid) if i not in done]
         if workers is None:  # starting a process costs seconds: worth it for the grids of real experiments
-            workers = min(2, os.cpu_count() or 1) if len(todo) >= _WORTH_A_POOL else 1
+            workers = _default_workers(len(todo))
         bar = tqdm(total=len(grid), initial=len(done), desc="uniform baseline", unit="model", disable=not progress)
         try:
             for index, (val, test, seconds) in _results(trainer, config, todo, workers):
@@ -824,10 +834,7 @@ def run_retrain(config: ExperimentConfig, *, seeds: int = 3, output: str | Path 
         for field_name in ("settings", "results"):
             if not isinstance(saved, dict) or not isinstance(saved.get(field_name), dict):
                 raise RunFileError(f"{path}: {field_name}: missing or not a mapping; remove the file to retrain from scratch")
-        for name, value in settings.items():
-            if saved["settings"].get(name) != value:
-                raise ConfigError(f"{path}: settings.{name}: its models were trained with {saved['settings'].get(name)!r}, "
-                                  f"but {config.path} gives {value!r}; remove {path} or write elsewhere (--out)")
+        _check_settings(path, saved["settings"], settings, config, f"remove {path}")
         results = saved["results"]
 
     def key(point: Point) -> str:
@@ -845,7 +852,7 @@ def run_retrain(config: ExperimentConfig, *, seeds: int = 3, output: str | Path 
             if not pending:
                 continue
             seeded = replace(config, seed=seed)
-            count = workers if workers is not None else (min(2, os.cpu_count() or 1) if len(pending) >= _WORTH_A_POOL else 1)
+            count = workers if workers is not None else _default_workers(len(pending))
             for index, (val, test, _) in _results(_Trainer(seeded), seeded, pending, count):
                 results.setdefault(keys[index], {})[str(seed)] = [val, test]
                 _replace(path, json.dumps({"settings": settings, "results": results}, indent=1) + "\n")
