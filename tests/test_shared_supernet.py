@@ -133,3 +133,43 @@ def test_uniform_starts_export_no_model_the_supernet_ranks_below_uniform_compres
     score = _SupernetScore(strategy._supernet, strategy.distribution, strategy.model_space.evaluator)
     assert cost(chosen) <= budget
     assert score(chosen) <= min(score(s) for s in uniform) + 1e-9
+
+
+def test_parsimony_keeps_the_samples_within_that_many_standard_errors_of_the_best():
+    """``UDC(parsimony=k)``: the one-standard-error rule on the supernet's paired per-sample losses."""
+    from torch.utils.data import DataLoader
+
+    from nni_udc.data.traced import BundledSplit
+    from nni_udc.strategies.single_path import train_single_path
+    from nni_udc.strategies.udc import _compiled_cost, _random_within, _SupernetScore
+
+    torch.manual_seed(0)
+    strategy, supernet = _tiny_supernet()
+    dist = strategy.distribution
+    loader = DataLoader(BundledSplit("digits", "train", part="weights"), batch_size=64, shuffle=True)
+    train_single_path(supernet, dist, loader, epochs=2, seed=0)
+    arch = DataLoader(BundledSplit("digits", "train", part="arch"), batch_size=64)
+    score = _SupernetScore(supernet, dist, type("E", (), {"val_dataloaders": arch, "module": None})())
+    cost = _compiled_cost(strategy._profiler.expression)
+    def neighbours(s):  # one label away: some score alike (a label the op does not use: exactly alike)
+        return [{**s, label: v} for label, c in dist.choices.items() for v in c.values if v != s[label]]
+
+    samples = _random_within(dist.choices, cost, float("inf"), 12, seed=0)
+    for _ in range(3):
+        best = min(samples, key=score)
+        samples += neighbours(best)
+    best = min(samples, key=score)
+    means = {tuple(sorted(s.items())): score(s) for s in samples}
+    assert len(score.losses[next(iter(score.losses))][1]) == len(arch.dataset)  # one loss per image (216 < 4 batches)
+
+    def key(s):
+        return tuple(sorted(s.items()))
+
+    exact = [key(s) for s in score.within(best, 0.0)]  # 0 errors: only as good as the best (itself)
+    assert all(means[k] <= score(best) + 1e-6 for k in exact) and key(best) in exact
+    assert {key(s) for s in score.within(best, 1e9)} == set(means)  # everything scored is within a huge tolerance
+    one = {key(s) for s in score.within(best, 1.0)}
+    for s in samples:  # the rule, computed here by hand from the stored per-sample losses
+        d = score.losses[frozenset(s.items())][1] - score.losses[frozenset(best.items())][1]
+        assert (key(s) in one) == (float(d.mean()) <= float(d.std()) / len(d) ** 0.5)
+    assert len(one) > 1 and len(one) < len(means)  # after 2 epochs some are indistinguishable, some clearly worse

@@ -205,6 +205,8 @@ def test_presets_check_their_space():
     ({"target": -0.1}, "target must be a positive"),
     ({"weight": -1}, "weight must be a number >= 0"),
     ({"report_costs": ["joules"]}, "unknown cost 'joules'"),
+    ({"parsimony": -1}, "parsimony must be a number of standard errors >= 0"),
+    ({"parsimony": "1"}, "parsimony must be a number"),
 ])
 def test_bad_arguments_are_named(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -20,6 +20,7 @@ Example:
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 import logging
@@ -171,6 +172,11 @@ class UDC(DARTS):
         refine: with ``target``, at most this many rounds of local search after that: every single-label
             change within budget is scored by the supernet's loss and the best improvement is taken (the
             supernet as an accuracy predictor; 0 turns it off).
+        parsimony: with ``target``, export the *cheapest* scored architecture whose supernet loss is within this
+            many standard errors of the best one's (Breiman's one-standard-error rule; the error is that of the
+            per-sample loss difference on the same batches). 0 (default) exports the best. Near the top of a
+            front, where wide models all score alike, the best by a noisy loss is often a larger model than
+            needed (``benchmarks/front_vs_uniform.md``).
         finetune_epochs: epochs of quantisation-aware fine-tuning in :meth:`finetune` (default of its ``epochs``).
         finetune_learning_rate: learning rate of the fine-tuning (default: the evaluator's).
         report_costs: names of the costs measured exactly on the final model (default: all generic costs
@@ -193,7 +199,7 @@ class UDC(DARTS):
                  step_size: float = 1.0, reference: float | None = None, example_input: Any = None,
                  arc_learning_rate: float = 1e-2, warmup_epochs: int = 0,
                  temperature: float | tuple[float, float] | None = None, gumbel: bool = False, candidates: int = 1,
-                 samples: int = 0, uniform: bool = False, refine: int = 0,
+                 samples: int = 0, uniform: bool = False, refine: int = 0, parsimony: float = 0.0,
                  finetune_epochs: int = 0, finetune_learning_rate: float | None = None,
                  report_costs: Sequence[str] | None = None, seed: int | None = None,
                  supernet_weights: str | Path | Mapping[str, torch.Tensor] | None = None,
@@ -220,13 +226,15 @@ class UDC(DARTS):
             raise ValueError(f"samples must be an integer >= 0, but got {samples!r}")
         if not isinstance(refine, int) or isinstance(refine, bool) or refine < 0:
             raise ValueError(f"refine must be an integer >= 0, but got {refine!r}")
+        if not isinstance(parsimony, (int, float)) or isinstance(parsimony, bool) or not parsimony >= 0:
+            raise ValueError(f"parsimony must be a number of standard errors >= 0, but got {parsimony!r}")
         for name in report_costs:
             if name not in self.cost_table:
                 raise ValueError(f"report_costs: unknown cost {name!r}; known costs are {sorted(self.cost_table)}")
         self.weight, self.target, self.step_size, self.reference = weight, target, step_size, reference
         self.example_input = example_input
         self.temperature, self.gumbel, self.candidates, self.refine = temperature, gumbel, candidates, refine
-        self.samples, self.uniform = samples, bool(uniform)
+        self.samples, self.uniform, self.parsimony = samples, bool(uniform), float(parsimony)
         self._uniform_grid: list[dict[str, Any]] = []
         self.finetune_epochs = finetune_epochs
         self.finetune_learning_rate = finetune_learning_rate
@@ -428,7 +436,7 @@ class UDC(DARTS):
             _logger.warning("no architecture among the most probable fits the budget %.4g; exporting the cheapest "
                             "move away from the most probable one", budget)
             return _cheapest_descent(argmax, dist, cost, budget)
-        if len(found) == 1 and not self.refine and not self.samples and not self.uniform:
+        if len(found) == 1 and not self.refine and not self.samples and not self.uniform and not self.parsimony:
             return found[0][1]
         starts = [sample for _, sample in found] + _random_within(dist.choices, cost, budget, self.samples,
                                                                   seed=self.seed or 0)
@@ -441,12 +449,14 @@ class UDC(DARTS):
                         continue
                     starts += [x for _, x in most_probable(dist, cost, budget=budget, fixed={label: value},
                                                            used=self._used, max_visits=2000)]
-        score = _remembered(_SupernetScore(supernet, dist, self.model_space.evaluator))
+        score = _SupernetScore(supernet, dist, self.model_space.evaluator)
         unique = {tuple(sorted(x.items(), key=lambda kv: kv[0])): x for x in starts}
         best = min(unique.values(), key=score)
         if self.refine:
             best = local_search(best, dist.choices, score, lambda x: cost(x) <= budget,
                                 used=self._used, rounds=self.refine)
+        if self.parsimony:
+            best = min(score.within(best, self.parsimony), key=lambda x: (cost(x), score(x)))
         return best
 
 
@@ -455,7 +465,9 @@ class _SupernetScore:
 
     Batch-norm uses each batch's statistics (training mode), as weight-sharing searches score subnets;
     running statistics and architecture parameters are restored after every call. The batches are drawn
-    once, so every sample is scored on the same data.
+    once, so every sample is scored on the same data. Each sample is scored once: the fitter's enumerations
+    (every candidate list, each label fixed in turn, the local search's neighbours) meet the same
+    architectures many times. The per-sample losses are kept for :meth:`within`.
     """
 
     def __init__(self, supernet: nn.Module, distribution: ArchitectureDistribution, evaluator: Any, batches: int = 4) -> None:
@@ -463,9 +475,29 @@ class _SupernetScore:
         self.criterion = getattr(evaluator.module, "criterion", nn.CrossEntropyLoss())
         with torch.random.fork_rng():  # a shuffling loader draws from the global RNG
             self.batches = list(itertools.islice(iter(evaluator.val_dataloaders), batches))
+        self.losses: dict[frozenset, tuple[dict[str, Any], torch.Tensor]] = {}  # key → (sample, per-sample losses)
+
+    def __call__(self, sample: Mapping[str, Any]) -> float:
+        key = _key(sample)
+        if key not in self.losses:
+            self.losses[key] = (dict(sample), self._per_sample(sample))
+        return float(self.losses[key][1].mean())
+
+    def within(self, best: Mapping[str, Any], errors: float) -> list[dict[str, Any]]:
+        """Every scored sample whose mean loss exceeds ``best``'s by at most ``errors`` standard errors of the
+        per-sample difference (paired: the same batches), ``best`` included."""
+        self(best)
+        reference = self.losses[_key(best)][1]
+        close = []
+        for sample, losses in self.losses.values():
+            difference = losses - reference
+            error = float(difference.std()) / len(difference) ** 0.5 if len(difference) > 1 else 0.0
+            if float(difference.mean()) <= errors * error:
+                close.append(sample)
+        return close
 
     @torch.no_grad()
-    def __call__(self, sample: Mapping[str, Any]) -> float:
+    def _per_sample(self, sample: Mapping[str, Any]) -> torch.Tensor:
         supernet = self.supernet
         buffers = {k: v.clone() for k, v in supernet.state_dict().items()
                    if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
@@ -474,15 +506,20 @@ class _SupernetScore:
         try:
             self.distribution.set(sample)
             supernet.train()
-            total, count = 0.0, 0
-            for x, y in self.batches:
-                total += float(self.criterion(supernet(x), y)) * len(y)
-                count += len(y)
+            losses = [self._losses(supernet(x), y) for x, y in self.batches]
         finally:
             self.distribution.restore(alphas)
             supernet.load_state_dict(buffers, strict=False)
             supernet.train(was_training)
-        return total / max(count, 1)
+        return torch.cat(losses)
+
+    def _losses(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """One loss per sample: the criterion unreduced, averaged over a sample's elements (pixels for L1)."""
+        if getattr(self.criterion, "reduction", None) == "mean":
+            criterion = copy.copy(self.criterion)
+            criterion.reduction = "none"
+            return criterion(output, target).reshape(len(target), -1).mean(1).float()
+        return torch.stack([self.criterion(o[None], t[None]).float() for o, t in zip(output, target)])
 
 
 def _random_within(choices: Mapping[str, Any], cost: Callable[[Mapping[str, Any]], float], budget: float,
@@ -500,16 +537,21 @@ def _random_within(choices: Mapping[str, Any], cost: Callable[[Mapping[str, Any]
     return found
 
 
+def _key(sample: Mapping[str, Any]) -> frozenset:
+    """A sample as a dictionary key (choice values that are not hashable, by their text)."""
+    try:
+        return frozenset(sample.items())
+    except TypeError:
+        return frozenset((label, repr(value)) for label, value in sample.items())
+
+
 def _remembered(fn: Callable[[Mapping[str, Any]], float]) -> Callable[[Mapping[str, Any]], float]:
     """``fn`` of a sample, computed once per sample: the fitter's enumerations (every candidate list, each
     label fixed in turn, the local search's neighbours) meet the same architectures many times."""
     memo: dict[frozenset, float] = {}
 
     def remembered(sample: Mapping[str, Any]) -> float:
-        try:
-            key = frozenset(sample.items())
-        except TypeError:  # an unhashable choice value: compute every time
-            return fn(sample)
+        key = _key(sample)
         if key not in memo:
             memo[key] = fn(sample)
         return memo[key]
