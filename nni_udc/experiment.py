@@ -51,6 +51,7 @@ from nni_udc.pareto import Comparison, Point, read_baseline, write_baseline
 from nni_udc.pareto.baseline import BASELINE_CSV, BASELINE_JSON
 from nni_udc.pareto.metric import metric_of_data
 from nni_udc.pareto.record import TrialRecord
+from nni_udc.pareto.retrained import RETRAINED_JSON
 from nni_udc.registry import DATASETS, STRATEGIES
 
 if TYPE_CHECKING:
@@ -769,7 +770,6 @@ def run_baseline(config: ExperimentConfig, *, output: str | Path | None = None, 
 
 # ----- one run's verdict, retrained with several seeds -------------------------------------------------------
 
-RETRAINED_JSON = "retrained.json"
 
 
 @dataclass
@@ -810,9 +810,9 @@ def run_retrain(config: ExperimentConfig, *, seeds: int = 3, output: str | Path 
     """
     from tqdm import tqdm
 
-    from nni_udc.pareto import compare, non_dominated, read_front
+    from nni_udc.pareto import compare, read_front
     from nni_udc.pareto.baseline import _replace
-    from nni_udc.pareto.files import RunFileError, read_json
+    from nni_udc.pareto.retrained import architecture_key, mean_points, read_retrained, retrained_models
 
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
         raise ConfigError(f"seeds must be an integer >= 1, but got {seeds!r}")
@@ -824,24 +824,15 @@ def run_retrain(config: ExperimentConfig, *, seeds: int = 3, output: str | Path 
                               f"a finished pareto run with its uniform baseline)")
     settings = _baseline_settings(config)
     settings.pop("seed")  # every seed is trained here
-    baseline = read_baseline(baseline_path)["points"]
-    on_front = {p.number for acc in ("test_accuracy", "accuracy") for p in non_dominated(baseline, accuracy=acc)}
-    uniform = [p for p in baseline if p.number in on_front]
-    searched = read_front(front_path)["points"]
+    uniform, searched = retrained_models(read_baseline(baseline_path)["points"], read_front(front_path)["points"])
     results: dict[str, dict[str, list[float]]] = {}  # architecture (JSON) -> seed -> [val, test]
     if path.is_file():
-        saved = read_json(path)
-        for field_name in ("settings", "results"):
-            if not isinstance(saved, dict) or not isinstance(saved.get(field_name), dict):
-                raise RunFileError(f"{path}: {field_name}: missing or not a mapping; remove the file to retrain from scratch")
+        saved = read_retrained(path)
         _check_settings(path, saved["settings"], settings, config, f"remove {path}")
         results = saved["results"]
 
-    def key(point: Point) -> str:
-        return json.dumps(point.architecture, sort_keys=True)
-
     started, trained = time.time(), 0
-    architectures = {key(p): p.architecture for p in uniform + searched}
+    architectures = {architecture_key(p): p.architecture for p in uniform + searched}
     todo = {seed: [(i, a) for i, (k, a) in enumerate(architectures.items()) if str(seed) not in results.get(k, {})]
             for seed in range(seeds)}
     keys = list(architectures)
@@ -861,11 +852,7 @@ def run_retrain(config: ExperimentConfig, *, seeds: int = 3, output: str | Path 
     finally:
         bar.close()
 
-    def mean(point: Point) -> Point:
-        runs = [results[key(point)][str(seed)] for seed in range(seeds)]
-        return replace(point, accuracy=sum(v for v, _ in runs) / seeds, test_accuracy=sum(t for _, t in runs) / seeds)
-
-    uniform, searched = [mean(p) for p in uniform], [mean(p) for p in searched]
+    uniform, searched = mean_points(uniform, results, seeds), mean_points(searched, results, seeds)
     comparison = compare(uniform, searched, reference=config.pareto.reference_point, metric=_metric_name(config))
     return RetrainOutcome(comparison, uniform, searched, seeds, trained, time.time() - started, path)
 

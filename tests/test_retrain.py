@@ -102,3 +102,30 @@ def test_retrain_command_prints_the_comparison_and_exits_2_on_a_missing_run(tmp_
     out = capsys.readouterr().out
     assert "mean test accuracy over 1 seed:" in out and "median ratio" in out
     assert (tmp_path / "run" / RETRAINED_JSON).is_file()
+
+
+def test_show_prints_the_retrained_comparison_once_every_model_has_a_seed(tmp_path, capsys):
+    from nni_udc.pareto.retrained import architecture_key
+
+    path = _config_file(tmp_path)
+    uniform, searched = _finished_run(tmp_path / "run")
+    assert main(["show", str(tmp_path / "run")]) == 0
+    assert "Retrained" not in capsys.readouterr().out  # no retrained.json yet
+    assert main(["retrain", str(path), "--seeds", "2", "--workers", "1"]) == 0
+    retrain_out = capsys.readouterr().out
+    assert main(["show", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "mean accuracy over seeds 0-1:" in out
+    table = retrain_out[retrain_out.index("uniform  test acc"):retrain_out.index("\nwrote")]
+    assert table in out  # the same comparison nni-udc retrain printed
+    saved = json.loads((tmp_path / "run" / RETRAINED_JSON).read_text())
+    del saved["results"][architecture_key(Point(0, 0, 0, architecture=searched[0]))]["1"]
+    (tmp_path / "run" / RETRAINED_JSON).write_text(json.dumps(saved))
+    assert main(["show", str(tmp_path / "run")]) == 0
+    assert "mean accuracy over seed 0:" in capsys.readouterr().out  # the seeds every compared model has
+    saved["results"]["{}"] = {"0": [0.5]}
+    (tmp_path / "run" / RETRAINED_JSON).write_text(json.dumps(saved))
+    with pytest.raises(SystemExit) as exited:
+        main(["show", str(tmp_path / "run")])
+    assert exited.value.code == 2
+    assert "retrained.json: results: {}: expected seed -> [val, test]" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""``nni-udc show RUN``: the front of a pareto run, checked field by field before it is printed."""
+"""``nni-udc show RUN``: the front of a pareto run, checked field by field before it is printed; its comparison with
+the uniform baseline, and again on mean accuracies when ``nni-udc retrain`` has retrained its models."""
 from __future__ import annotations
 
 import argparse
@@ -11,8 +12,9 @@ __all__ = ["show_command"]
 
 
 def show_command(args: argparse.Namespace) -> int:
-    from nni_udc.pareto import format_front, read_baseline, read_front
+    from nni_udc.pareto import compare, format_comparison, format_front, read_baseline, read_front
     from nni_udc.pareto.metric import metric_named
+    from nni_udc.pareto.retrained import RETRAINED_JSON, complete_seeds, mean_points, read_retrained, retrained_models
 
     path = Path(args.run)
     path = path / "front.json" if path.is_dir() else path
@@ -29,4 +31,17 @@ def show_command(args: argparse.Namespace) -> int:
         baseline = read_baseline(baseline_path)
         print(comparison(baseline["points"], data["points"], cost=data["cost"],
                          reference=(ref["accuracy"], ref["relative_cost"]), metric=metric.name))
+        retrained_path = path.parent / RETRAINED_JSON
+        if retrained_path.is_file():
+            results = read_retrained(retrained_path)["results"]
+            uniform, searched = retrained_models(baseline["points"], data["points"])
+            seeds = complete_seeds(results, uniform + searched)
+            if seeds:
+                means = compare(mean_points(uniform, results, seeds), mean_points(searched, results, seeds),
+                                reference=(ref["accuracy"], ref["relative_cost"]), metric=metric.name)
+                which = "seed 0" if seeds == 1 else f"seeds 0-{seeds - 1}"
+                print(f"\nRetrained from scratch (nni-udc retrain, {retrained_path}), mean {metric.word} over {which}:")
+                print(format_comparison(means, cost=data["cost"]))
+            else:
+                print(f"\n{retrained_path}: not every compared model is retrained yet; run 'nni-udc retrain' to finish")
     return 0
