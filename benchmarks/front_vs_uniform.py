@@ -14,6 +14,12 @@ and prints, by TEST accuracy:
     .venv/bin/python benchmarks/front_vs_uniform.py examples/udc-digits.yaml --out runs/front-vs-uniform
     .venv/bin/python benchmarks/front_vs_uniform.py examples/udc-digits.yaml --seeds 3   # + mean of 3 retrainings
                                                                            # (nni-udc retrain, retrained.json)
+    .venv/bin/python benchmarks/front_vs_uniform.py examples/udc-digits.yaml --runs 3    # 3 whole runs, seeds 0-2
+
+One run's comparison is one draw: on digits' 359 test images the same configuration's median ratio has spanned
+0.24× to 1.39× between seeds. ``--runs N`` repeats everything (searches, baseline, comparison) under the
+experiment seeds 0..N-1, each run compared with its own baseline as ``nni-udc pareto`` compares, and prints the
+mean over the runs: the expected result of one run, with the spread beside it.
 
 Not a test: the numbers depend on the machine, and the runs take minutes (the main job's loop about 2½
 minutes on 2 cores, its baseline about 3, its 3-seed retraining about 3). Results so far:
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -40,6 +47,7 @@ DEFAULT = [ROOT / "examples" / "udc-digits.yaml", ROOT / "examples" / "dass-spar
 @dataclass
 class Row:
     name: str
+    seed: int
     searches: int
     models: int
     comparison: Comparison
@@ -54,11 +62,15 @@ def _ratio(value: float | None) -> str:
     return "inf" if math.isinf(value) else f"{value:.2f}x"
 
 
-def run(path: Path, out: Path, *, workers: int | None, seeds: int) -> Row:
-    """The outer loop, then the baseline, timed apart; then the comparison (and plots) as ``nni-udc pareto`` makes them."""
+def run(path: Path, out: Path, *, workers: int | None, seeds: int, seed: int | None = None) -> Row:
+    """The outer loop, then the baseline, timed apart; then the comparison (and plots) as ``nni-udc pareto`` makes
+    them. ``seed``: the experiment seed instead of the file's (searches and baseline trainings; not the data split)."""
     config = load_config(path)
-    config = replace(config, output=out / config.name, pareto=replace(config.pareto, baseline=False))
-    print(f"\n=== {path.name}: {config.pareto.trials} searches, then the uniform baseline; output in {config.output}")
+    name = config.name if seed is None else f"{config.name}-seed{seed}"
+    config = replace(config, seed=config.seed if seed is None else seed, output=out / name,
+                     pareto=replace(config.pareto, baseline=False))
+    print(f"\n=== {path.name}, seed {config.seed}: {config.pareto.trials} searches, then the uniform baseline; "
+          f"output in {config.output}")
     started = time.time()
     run_pareto(config)
     loop_seconds = time.time() - started
@@ -76,8 +88,22 @@ def run(path: Path, out: Path, *, workers: int | None, seeds: int) -> Row:
         retrained = run_retrain(config, seeds=seeds, workers=workers).comparison  # writes retrained.json
         print(f"\n--- architectures retrained from scratch with the baseline's recipe, mean over {seeds} seeds ---")
         print(format_comparison(retrained, cost=cost))
-    return Row(config.name, len(outcome.points), len(baseline.points), outcome.comparison, loop_seconds,
+    return Row(config.name, config.seed, len(outcome.points), len(baseline.points), outcome.comparison, loop_seconds,
                baseline_seconds, retrained)
+
+
+def _mean_rows(rows: list[Row]) -> list[list[str]]:
+    """Per experiment: the mean median ratio and hypervolumes over its runs, and in how many it was never worse."""
+    table = []
+    for name in dict.fromkeys(r.name for r in rows):
+        mine = [r.comparison for r in rows if r.name == name]
+        medians = [c.median_ratio for c in mine if c.median_ratio is not None and not math.isinf(c.median_ratio)]
+        table.append([name, len(mine), f"{statistics.mean(medians):.2f}x" if medians else "n/a",
+                      f"{min(medians):.2f}x-{max(medians):.2f}x" if medians else "n/a",
+                      f"{sum(bool(c.never_worse) for c in mine)} of {len(mine)}",
+                      f"{statistics.mean(c.search_hypervolume for c in mine):.4f}",
+                      f"{statistics.mean(c.baseline_hypervolume for c in mine):.4f}"])
+    return table
 
 
 def main() -> None:
@@ -88,17 +114,26 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="baseline training processes (default: 2)")
     parser.add_argument("--seeds", type=int, default=1, help="also retrain both fronts' architectures from scratch "
                         "with this many seeds and compare mean accuracies (default: 1, off)")
+    parser.add_argument("--runs", type=int, default=1, help="repeat every run under the experiment seeds 0..N-1 and "
+                        "print the mean (default: 1, the file's seed)")
     args = parser.parse_args()
+    if args.runs < 1 or args.seeds < 1:
+        parser.error(f"--runs and --seeds must be at least 1, but got {args.runs} and {args.seeds}")
     quiet()
     out = args.out if args.out is not None else Path(tempfile.mkdtemp(prefix="front-vs-uniform-"))
-    rows = [run(path, out, workers=args.workers, seeds=args.seeds) for path in args.configs]
+    seeds: list[int | None] = [None] if args.runs == 1 else list(range(args.runs))
+    rows = [run(path, out, workers=args.workers, seeds=args.seeds, seed=seed) for path in args.configs for seed in seeds]
     verdict = {True: "yes", False: "no", None: "n/a"}
     print("\n" + format_table(
-        ["experiment", "searches", "uniform models", "median ratio (acc >= 0.95)", "never worse",
+        ["experiment", "seed", "searches", "uniform models", "median ratio (acc >= 0.95)", "never worse",
          "HV search", "HV uniform", "loop s", "baseline s"],
-        [[r.name, r.searches, r.models, _ratio(r.comparison.median_ratio), verdict[r.comparison.never_worse],
+        [[r.name, r.seed, r.searches, r.models, _ratio(r.comparison.median_ratio), verdict[r.comparison.never_worse],
           f"{r.comparison.search_hypervolume:.4f}", f"{r.comparison.baseline_hypervolume:.4f}",
           f"{r.loop_seconds:.0f}", f"{r.baseline_seconds:.0f}"] for r in rows]))
+    if args.runs > 1:
+        print(f"\nmean over {args.runs} runs (seeds 0-{args.runs - 1}), each against its own baseline:")
+        print(format_table(["experiment", "runs", "median ratio", "range", "never worse", "HV search", "HV uniform"],
+                           _mean_rows(rows)))
     if args.seeds > 1:
         print(f"\nretrained from scratch, mean over {args.seeds} seeds:")
         print(format_table(["experiment", "median ratio (acc >= 0.95)", "never worse", "HV search", "HV uniform"],
