@@ -91,6 +91,7 @@ def test_single_path_training_lowers_every_sampled_loss_and_keeps_the_architectu
     loader = DataLoader(BundledSplit("digits", "train", part="weights"), batch_size=64, shuffle=True)
     losses = train_single_path(supernet, dist, loader, epochs=5, seed=0)
     assert losses[-1] < losses[0]
+    score = _SupernetScore(supernet, dist, type("E", (), {"val_dataloaders": arch, "module": None})())  # new weights
     assert score(small) < 0.7 * untrained  # the smallest (all 2-bit) model itself learnt: 2.32 -> 1.32 seen
     assert all(torch.equal(before[label], after) for label, after in dist.state().items())
 
@@ -173,3 +174,33 @@ def test_parsimony_keeps_the_samples_within_that_many_standard_errors_of_the_bes
         d = score.losses[frozenset(s.items())][1] - score.losses[frozenset(best.items())][1]
         assert (key(s) in one) == (float(d.mean()) <= float(d.std()) / len(d) ** 0.5)
     assert len(one) > 1 and len(one) < len(means)  # after 2 epochs some are indistinguishable, some clearly worse
+
+
+@pytest.mark.slow
+def test_parsimony_exports_the_cheapest_candidate_scored_within_its_tolerance(tmp_path):
+    """Through the budget fitter: a huge tolerance exports the cheapest scored candidate, none exports the best."""
+    from nni.nas.experiment import NasExperiment, NasExperimentConfig
+
+    from nni_udc.evaluators.lightning import classification_evaluator
+    from nni_udc.spaces import DigitsSpace
+    from nni_udc.strategies import UDC
+    from nni_udc.strategies.udc import _compiled_cost, _SupernetScore
+
+    space = DigitsSpace(widths=[8, 16], weight_bits=[2, 8], sparsity=[0.0, 0.5], head_bits=[8], stem_bits=[8])
+    torch.manual_seed(0)
+    strategy = UDC(target=0.2, seed=0, candidates=4, samples=30)
+    config = NasExperimentConfig("sequential", "raw")
+    config.experiment_working_directory = str(tmp_path)
+    NasExperiment(space, classification_evaluator("digits", epochs=1), strategy, config).run(debug=False)
+    argmax = strategy.distribution.argmax()
+    cost = _compiled_cost(strategy._profiler.expression)
+    score = _SupernetScore(strategy._supernet, strategy.distribution, strategy.model_space.evaluator)
+    best = strategy._within_budget(argmax)  # parsimony 0: the lowest loss
+    strategy.parsimony = 1e9
+    cheapest = strategy._within_budget(argmax)
+    assert cost(cheapest) < cost(best)  # the budget leaves room: the rule moved the export
+    assert cost(cheapest) <= 0.2 * strategy._rule.reference and score(best) < score(cheapest)
+    strategy.parsimony = 1.0
+    chosen = strategy._within_budget(argmax)
+    assert cost(cheapest) <= cost(chosen) <= cost(best)
+    assert chosen == best or score(chosen) > score(best)  # a cheaper export gives up some (insignificant) loss

@@ -465,9 +465,9 @@ class _SupernetScore:
 
     Batch-norm uses each batch's statistics (training mode), as weight-sharing searches score subnets;
     running statistics and architecture parameters are restored after every call. The batches are drawn
-    once, so every sample is scored on the same data. Each sample is scored once: the fitter's enumerations
-    (every candidate list, each label fixed in turn, the local search's neighbours) meet the same
-    architectures many times. The per-sample losses are kept for :meth:`within`.
+    once, so every sample is scored on the same data. Each sample is scored once (the fitter's enumerations
+    meet the same architectures many times) and its per-sample losses are kept for :meth:`within`: make a new
+    score once the supernet's weights change.
     """
 
     def __init__(self, supernet: nn.Module, distribution: ArchitectureDistribution, evaluator: Any, batches: int = 4) -> None:
