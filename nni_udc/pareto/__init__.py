@@ -3,7 +3,8 @@
 :mod:`~nni_udc.pareto.study` opens the two-objective study, :mod:`~nni_udc.pareto.front` turns finished
 trials into the front (CSV, JSON, PNG, HTML, hypervolume); ``nni-udc pareto CONFIG`` runs the loop.
 :mod:`~nni_udc.pareto.compare` sets the searched front against the uniform-compression baseline, whose
-files :mod:`~nni_udc.pareto.baseline` reads and writes. :mod:`~nni_udc.pareto.record` is one trial of the
+files :mod:`~nni_udc.pareto.baseline` reads and writes, and again on mean accuracies over seeds
+(:mod:`~nni_udc.pareto.retrained`, ``nni-udc retrain``). :mod:`~nni_udc.pareto.record` is one trial of the
 study as the loop, the tuner and the front files all read it.
 """
 from __future__ import annotations
