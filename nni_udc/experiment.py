@@ -771,7 +771,6 @@ def run_baseline(config: ExperimentConfig, *, output: str | Path | None = None, 
 # ----- one run's verdict, retrained with several seeds -------------------------------------------------------
 
 
-
 @dataclass
 class RetrainOutcome:
     """The comparison of a finished pareto run again, with every compared model's accuracies the mean over

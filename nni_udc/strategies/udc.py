@@ -473,6 +473,10 @@ class _SupernetScore:
     def __init__(self, supernet: nn.Module, distribution: ArchitectureDistribution, evaluator: Any, batches: int = 4) -> None:
         self.supernet, self.distribution = supernet, distribution
         self.criterion = getattr(evaluator.module, "criterion", nn.CrossEntropyLoss())
+        self.unreduced = None  # the criterion without its mean over the batch, where it has one to turn off
+        if getattr(self.criterion, "reduction", None) == "mean":
+            self.unreduced = copy.copy(self.criterion)
+            self.unreduced.reduction = "none"
         with torch.random.fork_rng():  # a shuffling loader draws from the global RNG
             self.batches = list(itertools.islice(iter(evaluator.val_dataloaders), batches))
         self.losses: dict[frozenset, tuple[dict[str, Any], torch.Tensor]] = {}  # key → (sample, per-sample losses)
@@ -515,10 +519,8 @@ class _SupernetScore:
 
     def _losses(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """One loss per sample: the criterion unreduced, averaged over a sample's elements (pixels for L1)."""
-        if getattr(self.criterion, "reduction", None) == "mean":
-            criterion = copy.copy(self.criterion)
-            criterion.reduction = "none"
-            return criterion(output, target).reshape(len(target), -1).mean(1).float()
+        if self.unreduced is not None:
+            return self.unreduced(output, target).reshape(len(target), -1).mean(1).float()
         return torch.stack([self.criterion(o[None], t[None]).float() for o, t in zip(output, target)])
 
 
