@@ -365,6 +365,7 @@ class ParetoConfig:
     grace_period: int = _rule(30, _Integer())
     baseline: bool = _rule(True, _flag)  # train (or reuse) the uniform baseline after the loop and compare
     supernet_epochs: int | None = _rule(None, _Integer(optional=True))  # one shared supernet; None: one per search
+    workers: int | None = _rule(None, _Integer(optional=True))  # processes running searches; None: experiment.pareto_workers
 
 
 @dataclass(frozen=True)

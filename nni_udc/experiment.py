@@ -916,55 +916,95 @@ def _ctrl_c_kept() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def run_pareto(config: ExperimentConfig, *, progress: bool = True, inner_progress: bool = False) -> ParetoOutcome:
-    """Run (or resume, or join as one more worker) the outer loop of ``config``; write and return the front.
+def pareto_workers(config: ExperimentConfig) -> int:
+    """Processes of this machine that run ``config``'s searches side by side: ``pareto.workers``, else 2 where
+    there are 2 CPU cores, the searches train on the CPU and there are at least 8 of them (starting a process
+    costs seconds), else 1.
 
-    Each trial runs :func:`run_search` with one cost target (or λ) into ``output/trials/NNN/`` and stores the
-    architecture, accuracies and every reported cost as trial attributes. The loop ends when the study has
-    ``pareto.trials`` completed trials, whichever worker completed them: it waits for the searches other workers
-    run, and retries a search whose process died (:func:`~nni_udc.pareto.study.run_until_complete`). A search
-    whose training diverges is a failed trial, its reason in the user attribute ``failure``, and the study goes
-    on; after ``pareto.trials`` diverged searches it gives up with :class:`DivergedError`. Then, with ``pareto.baseline``, it
-    runs (or reuses) :func:`run_baseline` into the same directory, draws it beside the searches and compares
-    the two by test accuracy (:func:`~nni_udc.pareto.compare`).
+    Example:
+        >>> from nni_udc.config import parse_config
+        >>> pareto_workers(parse_config({"space": "digits", "pareto": {"trials": 4}}, "inline"))
+        1
     """
+    if config.pareto.workers is not None:
+        return config.pareto.workers
+    if training_device(config).type != "cpu":
+        return 1
+    return _default_workers(config.pareto.trials)
+
+
+def _threads_per_worker(workers: int) -> int:
+    """Torch threads of each of ``workers`` processes: tiny models train faster on one thread per core than on
+    two threads that share a core (benchmarks/front_vs_uniform.md)."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
+def _open_study(config: ExperimentConfig) -> Any:
+    import optuna
+
+    from nni_udc.pareto import open_study
+
+    p = config.pareto
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return open_study(storage=storage_url(config), name=p.study_name or config.name, sampler=p.sampler, seed=p.seed,
+                      variable=p.variable, low=p.low, high=p.high, initial=p.initial,
+                      heartbeat_interval=p.heartbeat_interval, grace_period=p.grace_period)
+
+
+def _shared_supernet(config: ExperimentConfig, *, progress: bool) -> Path:
+    """The study's shared supernet: trained by the first process to get here, waited for by the others."""
+    with manifest_in(config.output / "nni-experiments"):
+        return train_supernet(config, epochs=config.pareto.supernet_epochs or 0, progress=progress)
+
+
+def _start_helpers(config: ExperimentConfig, workers: int) -> list[Any]:
+    """``workers - 1`` processes that run the study's searches beside this one."""
+    context = multiprocessing.get_context("spawn")  # no fork of a process whose torch threads already run
+    helpers = [context.Process(target=_helper, args=(config, _threads_per_worker(workers)),
+                               name=f"nni-udc pareto helper {i}") for i in range(1, workers)]
+    for helper in helpers:
+        helper.start()
+    return helpers
+
+
+def _helper(config: ExperimentConfig, threads: int) -> None:
+    """A helper process: searches of the study until it is complete, silently (the first process shows progress)."""
+    torch.set_num_threads(threads)
+    try:
+        with quiet():
+            study = _open_study(config)
+            supernet = _shared_supernet(config, progress=False) if config.pareto.supernet_epochs is not None else None
+            _search_until_complete(config, study, supernet, progress=False, inner_progress=False)
+    except KeyboardInterrupt:  # Ctrl-C reaches every process of the terminal; its search went back to the queue
+        raise SystemExit(130) from None
+
+
+def _stop(helpers: list[Any], grace: float | None) -> None:
+    """Wait up to ``grace`` seconds (``None``: until it ends) for each helper, then terminate it: a search it
+    leaves unfinished is retried when the run resumes (its owner process is dead, :mod:`nni_udc.pareto.owners`)."""
+    for helper in helpers:
+        helper.join(grace)
+        if helper.is_alive():
+            helper.terminate()
+            helper.join()
+
+
+def _search_until_complete(config: ExperimentConfig, study: Any, supernet: Path | None, *, progress: bool,
+                           inner_progress: bool, threads: int | None = None, helpers: list[Any] | None = None) -> None:
+    """This process's part of the outer loop: searches of ``study`` until it has ``pareto.trials`` completed trials
+    (or gives up on diverging ones), on ``threads`` torch threads; then it waits for the ``helpers`` (and stops
+    them if this process fails)."""
     import optuna
     from optuna.trial import TrialState
     from tqdm import tqdm
 
-    from nni_udc.pareto import (
-        compare,
-        finished,
-        hypervolume,
-        non_dominated,
-        open_study,
-        plot_front,
-        suggest,
-        write_front,
-    )
+    from nni_udc.pareto import finished, suggest
     from nni_udc.pareto.owners import FAILURE, claim
     from nni_udc.pareto.study import enough, requeue, run_until_complete
 
-    if not config.strategy.one_shot:
-        raise ConfigError(f"{config.path}: strategy.name: the outer loop varies the one-shot search's cost target; "
-                          f"it must be one of {', '.join(ONE_SHOT)}, but got {config.strategy.name!r} (use "
-                          f"'nni-udc search' for multi-trial strategies, 'nni-udc baseline' for the uniform grid)")
-    check_pareto(config)
-    p = config.pareto
-    config.output.mkdir(parents=True, exist_ok=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = open_study(storage=storage_url(config), name=p.study_name or config.name, sampler=p.sampler, seed=p.seed,
-                       variable=p.variable, low=p.low, high=p.high, initial=p.initial,
-                       heartbeat_interval=p.heartbeat_interval, grace_period=p.grace_period)
-    done = len(finished(study))
-    supernet = None
-    if p.supernet_epochs is not None and done < p.trials:
-        if progress:
-            print(f"training the shared supernet for {p.supernet_epochs} epochs (once per study; "
-                  f"{config.output / 'supernet.pt'})", flush=True)
-        with manifest_in(config.output / "nni-experiments"):
-            supernet = train_supernet(config, epochs=p.supernet_epochs, progress=inner_progress)
-    bar = tqdm(total=p.trials, initial=min(done, p.trials), desc="pareto searches", unit="search", disable=not progress)
+    p, helpers = config.pareto, helpers or []
+    bar = tqdm(total=p.trials, initial=min(len(finished(study)), p.trials), desc="pareto searches", unit="search",
+               disable=not progress)
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
         claim(trial)  # killed, this trial is retried as soon as a worker on this host runs (pareto/owners.py)
@@ -998,14 +1038,68 @@ def run_pareto(config: ExperimentConfig, *, progress: bool = True, inner_progres
             bar.n = min(len(finished(study)), p.trials)
             bar.refresh()
 
-    def diverged() -> list[optuna.trial.FrozenTrial]:
-        return [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.user_attrs.get(DIVERGED)]
-
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
     try:
         run_until_complete(study, objective, p.trials, catch=(DivergedError,), callbacks=[on_trial],
-                           give_up=lambda: len(diverged()) >= p.trials)  # more would most likely diverge too
+                           give_up=lambda: len(_diverged(study)) >= p.trials)  # more would most likely diverge too
+    except BaseException as error:  # Ctrl-C reached the helpers too: give them time to queue their searches again
+        _stop(helpers, grace=10.0 if isinstance(error, KeyboardInterrupt) else 0.0)
+        raise
     finally:
         bar.close()
+        torch.set_num_threads(previous)
+    _stop(helpers, grace=None)
+
+
+def _diverged(study: Any) -> list[Any]:
+    """The study's failed trials whose search diverged."""
+    from optuna.trial import TrialState
+
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.user_attrs.get(DIVERGED)]
+
+
+def run_pareto(config: ExperimentConfig, *, progress: bool = True, inner_progress: bool = False) -> ParetoOutcome:
+    """Run (or resume, or join as one more worker) the outer loop of ``config``; write and return the front.
+
+    Each trial runs :func:`run_search` with one cost target (or λ) into ``output/trials/NNN/`` and stores the
+    architecture, accuracies and every reported cost as trial attributes. The loop ends when the study has
+    ``pareto.trials`` completed trials, whichever worker completed them: it waits for the searches other workers
+    run, and retries a search whose process died (:func:`~nni_udc.pareto.study.run_until_complete`). With
+    :func:`pareto_workers` above 1, that many processes of this machine run searches side by side: this one and
+    helpers it spawns (so a script calling this needs the ``if __name__ == "__main__":`` guard), each with its
+    share of the CPU threads. A search whose training diverges is a failed trial, its reason in the user
+    attribute ``failure``, and the study goes on; after ``pareto.trials`` diverged searches it gives up with
+    :class:`DivergedError`. Then, with ``pareto.baseline``, it runs (or reuses) :func:`run_baseline` into the
+    same directory, draws it beside the searches and compares the two by test accuracy (:func:`~nni_udc.pareto.compare`).
+    """
+    from nni_udc.pareto import compare, finished, hypervolume, non_dominated, plot_front, write_front
+    from nni_udc.pareto.owners import FAILURE
+
+    if not config.strategy.one_shot:
+        raise ConfigError(f"{config.path}: strategy.name: the outer loop varies the one-shot search's cost target; "
+                          f"it must be one of {', '.join(ONE_SHOT)}, but got {config.strategy.name!r} (use "
+                          f"'nni-udc search' for multi-trial strategies, 'nni-udc baseline' for the uniform grid)")
+    check_pareto(config)
+    p = config.pareto
+    config.output.mkdir(parents=True, exist_ok=True)
+    study = _open_study(config)
+    done = len(finished(study))
+    workers = pareto_workers(config) if done < p.trials else 1
+    helpers = _start_helpers(config, workers)  # they start (seconds) while the shared supernet trains
+    try:
+        supernet = None
+        if p.supernet_epochs is not None and done < p.trials:
+            if progress:
+                print(f"training the shared supernet for {p.supernet_epochs} epochs (once per study; "
+                      f"{config.output / 'supernet.pt'})", flush=True)
+            supernet = _shared_supernet(config, progress=inner_progress)
+    except BaseException:
+        _stop(helpers, grace=0.0)
+        raise
+    _search_until_complete(config, study, supernet, progress=progress, inner_progress=inner_progress,
+                           threads=_threads_per_worker(workers) if workers > 1 else None, helpers=helpers)
     points = study_points(study)
     front = non_dominated(points)
     hv = hypervolume(points, p.reference_point)
@@ -1014,7 +1108,7 @@ def run_pareto(config: ExperimentConfig, *, progress: bool = True, inner_progres
                                       reference=p.reference_point, variable=p.variable, points=points, metric=metric,
                                       cost_sources=sources)
     files = {"csv": csv_path, "json": json_path}
-    failed = diverged()
+    failed = _diverged(study)
     if len(points) < p.trials and failed:  # given up: the baseline, trained the same way, would diverge too
         raise DivergedError(f"{len(failed)} searches of the study diverged and {len(points)} of {p.trials} completed "
                             f"(front: {csv_path}); the last: {failed[-1].user_attrs[FAILURE]}")

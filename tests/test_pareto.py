@@ -313,6 +313,19 @@ def test_two_workers_share_a_postgresql_study(tmp_path, postgres_url):
 
 
 @pytest.mark.slow
+def test_workers_run_searches_side_by_side_in_processes_of_this_machine(tmp_path):
+    config_path = _write_config(tmp_path, trials=6, initial=6)
+    _finish(_start(config_path, "--workers", "2"))
+    trials = _trials(storage_url(load_config(config_path)))
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 6, [(t.number, t.state.name, t.user_attrs.get("worker")) for t in trials]  # no 7th search
+    assert {t.state for t in trials} <= {TrialState.COMPLETE, TrialState.PRUNED}  # a late ask is pruned, nothing fails
+    assert len({t.user_attrs["worker"] for t in complete}) == 2  # the helper process searched too
+    assert sorted(t.params["target"] for t in complete) == initial_values(0.03, 0.3, 6)  # each target once
+    assert json.loads((tmp_path / "run" / "front.json").read_text())["front"]
+
+
+@pytest.mark.slow
 def test_a_killed_postgresql_worker_trial_is_retried_by_another(tmp_path, postgres_url):
     config_path = _write_config(tmp_path, trials=3, storage=postgres_url, study="killed")
     killed = _kill_when_running(_start(config_path), postgres_url, completed=0, study="killed")

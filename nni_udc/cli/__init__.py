@@ -4,7 +4,7 @@ Usage::
 
     nni-udc search CONFIG [--target T | --weight W] [--out DIR]   one search from an experiment file
                                                                  (strategy uniform: the uniform baseline grid)
-    nni-udc pareto CONFIG [--trials N] [--storage URL]           the Optuna outer loop: the accuracy-cost front,
+    nni-udc pareto CONFIG [--trials N] [--storage URL] [--workers N]  the Optuna outer loop: the accuracy-cost front,
                                                                  then the uniform baseline and the comparison
     nni-udc baseline CONFIG [--out DIR] [--workers N]            the uniform-compression baseline of any file
     nni-udc show RUN                                             the front of a finished (or running) pareto run
@@ -111,13 +111,17 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the file's search for many cost targets (an Optuna two-objective study), then write "
                     "front.csv, front.json, front.png and front.html to the output directory and print the front "
                     "and its hypervolume. Stopped runs resume where they were: run the same command again. "
-                    "Run the command N times at once (on one or many machines, with a shared pareto.storage) "
-                    "to have N workers.")
+                    "--workers N runs N searches at once on this machine; run the command on several machines "
+                    "with a shared pareto.storage to have more workers.")
     pareto.add_argument("config", help="experiment YAML file")
     pareto.add_argument("--trials", type=option_type("pareto.trials"), default=None, help="completed searches to reach (overrides "
                                                                         "pareto.trials)")
     pareto.add_argument("--storage", default=None, help="Optuna storage URL (overrides pareto.storage; default: "
                                                         "sqlite:///OUTPUT/study.db)")
+    pareto.add_argument("--workers", type=option_type("pareto.workers"), default=None,
+                        help="processes running searches side by side on this machine (overrides pareto.workers; "
+                             "default: 2 where there are 2 CPU cores, the searches train on the CPU and there are "
+                             "at least 8 of them, else 1)")
     pareto.add_argument("--verbose", action="store_true", help="show NNI and Lightning logs and per-epoch progress")
     pareto.set_defaults(func=pareto_command, errors=(ConfigError, DivergedError))
 

@@ -134,8 +134,8 @@ def pareto_command(args: argparse.Namespace) -> int:
     from nni_udc.pareto import format_comparison, format_front
     from nni_udc.pareto.metric import metric_of_data
 
-    overrides = {key: value for key, value in (("pareto.trials", args.trials), ("pareto.storage", args.storage))
-                 if value is not None}
+    overrides = {key: value for key, value in (("pareto.trials", args.trials), ("pareto.storage", args.storage),
+                                               ("pareto.workers", args.workers)) if value is not None}
     config = load_config(args.config, overrides)
     if not config.strategy.one_shot:  # before anything is built or written
         raise ConfigError(f"{config.path}: strategy.name: the outer loop varies the one-shot search's cost target; "
