@@ -21,8 +21,8 @@ One run's comparison is one draw: on digits' 359 test images the same configurat
 experiment seeds 0..N-1, each run compared with its own baseline as ``nni-udc pareto`` compares, and prints the
 mean over the runs: the expected result of one run, with the spread beside it.
 
-Not a test: the numbers depend on the machine, and the runs take minutes (the main job's loop about 2½
-minutes on 2 cores, its baseline about 3, its 3-seed retraining about 3). Results so far:
+Not a test: the numbers depend on the machine, and the runs take minutes (on 2 cores, the main job's loop
+about 1¾ minutes with its two worker processes, its baseline about 3, its 3-seed retraining about 3). Results so far:
 ``benchmarks/front_vs_uniform.md``.
 """
 from __future__ import annotations
@@ -68,7 +68,8 @@ def run(path: Path, out: Path, *, workers: int | None, seeds: int, seed: int | N
     config = load_config(path)
     name = config.name if seed is None else f"{config.name}-seed{seed}"
     config = replace(config, seed=config.seed if seed is None else seed, output=out / name,
-                     pareto=replace(config.pareto, baseline=False))
+                     pareto=replace(config.pareto, baseline=False,
+                                    workers=config.pareto.workers if workers is None else workers))
     print(f"\n=== {path.name}, seed {config.seed}: {config.pareto.trials} searches, then the uniform baseline; "
           f"output in {config.output}")
     started = time.time()
@@ -111,7 +112,8 @@ def main() -> None:
     parser.add_argument("configs", nargs="*", type=Path, default=DEFAULT, help="experiment files (default: "
                         "examples/udc-digits.yaml examples/dass-sparse-cell.yaml)")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: a scratch directory)")
-    parser.add_argument("--workers", type=int, default=None, help="baseline training processes (default: 2)")
+    parser.add_argument("--workers", type=int, default=None, help="processes running the searches, the baseline's "
+                        "and the retraining's trainings (default: as nni-udc pareto and nni-udc baseline choose)")
     parser.add_argument("--seeds", type=int, default=1, help="also retrain both fronts' architectures from scratch "
                         "with this many seeds and compare mean accuracies (default: 1, off)")
     parser.add_argument("--runs", type=int, default=1, help="repeat every run under the experiment seeds 0..N-1 and "

@@ -463,9 +463,9 @@ class UDC(DARTS):
 class _SupernetScore:
     """The supernet's loss with its architecture set to a sample, on fixed batches of the architecture data.
 
-    Batch-norm uses each batch's statistics (training mode), as weight-sharing searches score subnets;
-    running statistics and architecture parameters are restored after every call. The batches are drawn
-    once, so every sample is scored on the same data. Each sample is scored once (the fitter's enumerations
+    Batch-norm uses the batch's statistics (training mode), as weight-sharing searches score subnets;
+    running statistics and architecture parameters are restored after every call. The ``batches`` are drawn
+    once and scored as one, so every sample is scored on the same data. Each sample is scored once (the fitter's enumerations
     meet the same architectures many times) and its per-sample losses are kept for :meth:`within`: make a new
     score once the supernet's weights change.
     """
@@ -478,7 +478,11 @@ class _SupernetScore:
             self.unreduced = copy.copy(self.criterion)
             self.unreduced.reduction = "none"
         with torch.random.fork_rng():  # a shuffling loader draws from the global RNG
-            self.batches = list(itertools.islice(iter(evaluator.val_dataloaders), batches))
+            drawn = list(itertools.islice(iter(evaluator.val_dataloaders), batches))
+        # One forward over all of them: a tiny model's forward costs mostly its weights' quantisation, so one
+        # batch of 4 × 64 images is much cheaper than four (the main job's loop with samples: 300 took 110 s
+        # instead of 147 s, same exports at seed 0), and batch-norm sees every image at once.
+        self.batches = [tuple(torch.cat(parts) for parts in zip(*drawn))] if drawn else []
         self.losses: dict[frozenset, tuple[dict[str, Any], torch.Tensor]] = {}  # key → (sample, per-sample losses)
 
     def __call__(self, sample: Mapping[str, Any]) -> float:
