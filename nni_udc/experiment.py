@@ -58,8 +58,8 @@ if TYPE_CHECKING:
     from nni_udc.evaluators.costs import CostFn
 
 __all__ = ["BaselineOutcome", "ParetoOutcome", "SearchOutcome", "build_strategy", "check_space", "distributed_rank",
-           "quiet", "resolve_budget", "run_baseline", "run_pareto", "run_retrain", "run_search", "study_points",
-           "training_device", "RetrainOutcome"]
+           "pareto_workers", "quiet", "resolve_budget", "run_baseline", "run_pareto", "run_retrain", "run_search",
+           "study_points", "training_device", "RetrainOutcome"]
 
 #: fraction of the train split on which a one-shot search trains its architecture parameters
 ARCH_SPLIT = 0.2
@@ -1014,6 +1014,7 @@ def _search_until_complete(config: ExperimentConfig, study: Any, supernet: Path 
             study.stop()
             raise optuna.TrialPruned("the study has enough searches")
         out = config.output / "trials" / f"{trial.number:04d}"
+        bar.n = min(len(finished(study)), p.trials)  # other workers' searches count too
         bar.set_postfix({p.variable: f"{value:.3g}", "trial": trial.number})
         try:
             with _ctrl_c_kept():
