@@ -92,7 +92,7 @@ def train_single_path(supernet: nn.Module, distribution: ArchitectureDistributio
                         loss = criterion(supernet(x), y)
                     check_loss(loss, where=f"supernet epoch {epoch}, step {step}")
                     mode.backward(loss / len(samples))
-                    total += float(loss) / len(samples)
+                    total += float(loss.detach()) / len(samples)
                 mode.step(optimizer)
                 schedule.step()
                 count += 1
