@@ -29,6 +29,7 @@ import logging
 import math
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -67,7 +68,8 @@ ARCH_SPLIT = 0.2
 
 @dataclass
 class SearchOutcome:
-    """One finished search: the architecture, its accuracies and exact costs (``cost`` is the optimised one)."""
+    """One finished search: the architecture, its accuracies and exact costs (``cost`` is the optimised one);
+    ``ladder``: the cheaper models it exported beside it (UDC's ``exports``), each an outcome of its own."""
 
     sample: dict[str, Any]
     accuracy: float
@@ -77,6 +79,7 @@ class SearchOutcome:
     cost: str
     seconds: float
     model: nn.Module | None = field(default=None, repr=False, compare=False)
+    ladder: list[SearchOutcome] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def relative_cost(self) -> float:
@@ -96,15 +99,23 @@ class SearchOutcome:
             >>> record.relative_cost, record.architecture, record.to_user_attrs()["output"]
             (0.08, {'bits': 4}, 'runs/trials/0000')
         """
+        ladder = tuple(o.record(number=number, variable=variable, value=value, output=Path(output) / LADDER / str(k))
+                       for k, o in enumerate(self.ladder, 1))
         return TrialRecord(number=number, variable=variable, value=value, accuracy=self.accuracy,
                            relative_cost=self.relative_cost, test_accuracy=self.test_accuracy, costs=dict(self.costs),
                            reference_costs=dict(self.reference_costs), cost=self.cost, architecture=dict(self.sample),
-                           output=str(output), seconds=self.seconds)
+                           output=str(output), seconds=self.seconds, ladder=ladder)
 
     def to_json(self) -> dict[str, Any]:
-        out = {k: v for k, v in asdict(self).items() if k != "model"}
+        out = {k: v for k, v in asdict(self).items() if k not in ("model", "ladder")}
         out["relative_cost"] = self.relative_cost
+        if self.ladder:
+            out["ladder"] = [f"{LADDER}/{k}" for k in range(1, len(self.ladder) + 1)]
         return out
+
+
+#: the subdirectory of a search's output that holds its cheaper exports (``ladder/1``, ``ladder/2``, ...)
+LADDER = "ladder"
 
 
 @contextmanager
@@ -402,9 +413,14 @@ def _search(config: ExperimentConfig, strategy: Any, output: Path, *, target: fl
         model, sample, costs, reference, val = _multi_trial(config, space, strategy, evaluator, splits, output, progress,
                                                             target=target)
     check_finite(model, where="the found model")  # fine-tuning has no DivergenceCheck of its own
+    ladder = [SearchOutcome(sample=r.sample, accuracy=float(score(r.model, splits.val)),
+                            test_accuracy=score(r.model, splits.test), costs=dict(r.costs),
+                            reference_costs=dict(reference), cost=config.hardware.cost or "",
+                            seconds=time.time() - started, model=r.model)
+              for r in (strategy.ladder if config.strategy.one_shot else [])]  # UDC's exports > 1
     return SearchOutcome(sample=sample, accuracy=float(val), test_accuracy=score(model, splits.test),
                          costs=dict(costs), reference_costs=dict(reference), cost=config.hardware.cost or "",
-                         seconds=time.time() - started, model=model)
+                         seconds=time.time() - started, model=model, ladder=ladder)
 
 
 def train_supernet(config: ExperimentConfig, *, epochs: int, output: str | Path | None = None,
@@ -529,6 +545,12 @@ def _cost_table(config: ExperimentConfig) -> dict[str, CostFn]:
 
 
 def _write(outcome: SearchOutcome, output: Path, config: ExperimentConfig, **settings: Any) -> None:
+    """The found model's files in ``output``; each cheaper export's in ``output/ladder/<k>/`` (those of an earlier
+    search into the same directory are removed first)."""
+    shutil.rmtree(output / LADDER, ignore_errors=True)
+    for k, other in enumerate(outcome.ladder, 1):
+        (output / LADDER / str(k)).mkdir(parents=True)
+        _write(other, output / LADDER / str(k), config, **settings)
     torch.save(outcome.model, output / "model.pt")
     (output / "architecture.json").write_text(json.dumps(outcome.sample, indent=2) + "\n")
     baked = _write_baked(outcome.model, output, DATASETS[config.data.name].input_shape)
@@ -883,7 +905,7 @@ def study_points(study: Any) -> list[Point]:
     :class:`~nni_udc.pareto.Point`, read through :meth:`TrialRecord.from_trial <nni_udc.pareto.record.TrialRecord.from_trial>`."""
     from nni_udc.pareto import finished
 
-    return [TrialRecord.from_trial(t).point() for t in finished(study)]
+    return [point for t in finished(study) for point in TrialRecord.from_trial(t).points()]
 
 
 @contextmanager

@@ -19,8 +19,9 @@ from sqlalchemy.exc import OperationalError
 
 from nni_udc.cli import main
 from nni_udc.config import load_config
-from nni_udc.experiment import quiet, run_pareto, storage_url
+from nni_udc.experiment import quiet, run_pareto, storage_url, study_points
 from nni_udc.pareto import Point, TrialRecord, hypervolume, initial_values, non_dominated
+from nni_udc.pareto.front import write_points_csv
 from nni_udc.pareto.record import USER_ATTRS
 
 NNI_UDC = str(Path(sys.executable).parent / "nni-udc")
@@ -64,6 +65,17 @@ def test_front_and_hypervolume_on_hand_made_points():
     assert hypervolume([], (0.0, 1.0)) == 0.0
 
 
+def test_the_csv_names_a_searchs_cheaper_exports_in_a_column_of_their_own(tmp_path):
+    points = [Point(0, 0.9, 0.1), Point(0, 0.85, 0.08, export=1)]
+    write_points_csv(points, tmp_path / "all.csv")
+    write_points_csv(points[:1], tmp_path / "one.csv")
+    with (tmp_path / "all.csv").open() as f:
+        assert [(r["number"], r["export"]) for r in csv.DictReader(f)] == [("0", "0"), ("0", "1")]
+    with (tmp_path / "one.csv").open() as f:
+        assert "export" not in next(csv.reader(f))  # no ladder, no column (as files written before it)
+    assert [p.label for p in points] == ["0", "0.1"]
+
+
 def test_initial_values_are_log_spaced():
     values = initial_values(0.02, 0.5, 5)
     assert values[0] == 0.02 and values[-1] == 0.5
@@ -77,6 +89,11 @@ RECORD = TrialRecord(number=0, variable="target", value=0.1, accuracy=0.9, relat
                      costs={"memory_bits": 800.0, "params": 96.0}, reference_costs={"memory_bits": 1e4, "params": 96.0},
                      cost="memory_bits", architecture={"bits": 4, "op": "conv"}, output="runs/trials/0000",
                      seconds=12.5)
+#: a search that exported one cheaper model beside its own (UDC's exports: 2), as TrialRecord reads it back
+LADDERED = replace(RECORD, ladder=(replace(RECORD, accuracy=0.85, relative_cost=0.06, test_accuracy=0.86,
+                                           costs={"memory_bits": 600.0, "params": 96.0},
+                                           architecture={"bits": 3, "op": "conv"},
+                                           output="runs/trials/0000/ladder/1", seconds=None),))
 #: user attributes as run_pareto wrote them before TrialRecord (c1fa189^), worker included
 OLD_PARETO_ATTRS = {"architecture": {"bits": 4, "op": "conv"}, "test_accuracy": 0.875,
                     "costs": {"memory_bits": 800.0, "params": 96.0}, "reference_costs": {"memory_bits": 1e4, "params": 96.0},
@@ -95,10 +112,13 @@ def _told(study: optuna.Study, record: TrialRecord, attrs: dict[str, object]) ->
 def test_a_record_round_trips_through_an_optuna_trial(tmp_path):
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'study.db'}", directions=["maximize", "minimize"])
     study.enqueue_trial({"target": 0.1})
-    _told(study, RECORD, RECORD.to_user_attrs())
+    _told(study, LADDERED, LADDERED.to_user_attrs())
     reloaded = optuna.load_study(study_name=study.study_name, storage=f"sqlite:///{tmp_path / 'study.db'}")
-    assert TrialRecord.from_trial(reloaded.trials[0]) == RECORD
-    assert set(RECORD.to_user_attrs()) == set(USER_ATTRS) == set(OLD_PARETO_ATTRS) - {"worker"}  # files still read
+    assert TrialRecord.from_trial(reloaded.trials[0]) == LADDERED
+    assert set(RECORD.to_user_attrs()) == set(USER_ATTRS) == set(OLD_PARETO_ATTRS) - {"worker"} | {"ladder"}
+    # every export is a point of the study: the search's own, then its ladder's, under the trial's number
+    assert [(p.label, p.relative_cost, p.output) for p in study_points(reloaded)] == [
+        ("0", 0.08, "runs/trials/0000"), ("0.1", 0.06, "runs/trials/0000/ladder/1")]
 
 
 def test_user_attrs_written_before_the_record_still_read():
@@ -120,6 +140,10 @@ def test_a_record_round_trips_through_an_nni_metric():
     metric = RECORD.to_nni_metric()
     assert json.loads(json.dumps(metric)) == metric  # what NNI's manager stores
     assert TrialRecord.from_nni_metric(metric, variable="target", number=0) == RECORD
+    assert "ladder" not in metric
+    laddered = LADDERED.to_nni_metric()
+    assert json.loads(json.dumps(laddered)) == laddered
+    assert TrialRecord.from_nni_metric(laddered, variable="target", number=0) == LADDERED
     # the metric the nnictl trial reported before the record: no output, seconds, cost or reference costs
     old = {"default": 0.9, "relative_cost": 0.08, "test_accuracy": 0.875, "memory_bits": 800.0, "params": 96.0,
            "arch": '{"bits": 4, "op": "conv"}', "target": 0.1}
@@ -134,6 +158,10 @@ def test_a_record_round_trips_through_an_nni_metric():
     ({"default": 0.9, "relative_cost": 0.1, "arch": "[1]"}, "'arch' must be a mapping"),
     ({"default": 0.9, "relative_cost": 0.1, "test_accuracy": "high"}, "'test_accuracy' (when given) must be a finite"),
     ([0.9, 0.1], "must be a dict with 'default' and 'relative_cost', but got [0.9, 0.1]"),
+    ({"default": 0.9, "relative_cost": 0.1, "ladder": "[{"}, "'ladder' must be a JSON list, but got '[{'"),
+    ({"default": 0.9, "relative_cost": 0.1, "ladder": '{"accuracy": 0.8}'}, "'ladder' must be a list of exports"),
+    ({"default": 0.9, "relative_cost": 0.1, "ladder": '[{"accuracy": 0.8}]'},
+     "'ladder'[0]['relative_cost'] must be a finite number, but got None"),
 ])
 def test_a_metric_the_record_cannot_hold_is_refused_with_its_key(metric, message):
     with pytest.raises(ValueError) as error:

@@ -57,6 +57,10 @@ def search_command(args: argparse.Namespace) -> int:
     print(f"found: {m.header('val')} {m.text(outcome.accuracy)}, {m.header('test')} {m.text(outcome.test_accuracy)}, "
           f"{outcome.cost} {outcome.costs[outcome.cost]:,.6g} = {outcome.relative_cost:.4f} x the uncompressed model")
     print("architecture: " + ", ".join(f"{k}={v}" for k, v in outcome.sample.items()))
+    for k, other in enumerate(outcome.ladder, 1):  # UDC's exports > 1: the cheaper models beside it
+        print(f"cheaper export {k} ({out}/ladder/{k}): {m.header('val')} {m.text(other.accuracy)}, "
+              f"{m.header('test')} {m.text(other.test_accuracy)}, {other.cost} {other.costs[other.cost]:,.6g} = "
+              f"{other.relative_cost:.4f} x")
     print(f"wrote {out}/model.pt (and baked: model.pt2, model.state_dict.pt, model.record.json), architecture.json, "
           f"report.json in {outcome.seconds:.0f} s; deploy with: nni-udc export {out}")
     return 0

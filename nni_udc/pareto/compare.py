@@ -139,7 +139,7 @@ def format_comparison(comparison: Comparison, *, cost: str) -> str:
         b, s = m.baseline, m.searched
         mark = "*" if (b.test_accuracy or 0.0) >= comparison.min_accuracy else ""
         rows.append([f"{b.number}{mark}", metric.text(b.test_accuracy), f"{b.relative_cost:.4f}", size(b),
-                     str(s.number) if s else "none", metric.text(s.test_accuracy) if s else "-",
+                     s.label if s else "none", metric.text(s.test_accuracy) if s else "-",
                      f"{s.relative_cost:.4f}" if s else "-", size(s) if s else "-", _ratio(m.ratio, s is not None)])
     test = metric.header("test")
     table = format_table(["uniform", test, "relative cost", cost, "searched", test, "relative cost", cost,

@@ -63,6 +63,9 @@ def check_point(data: Any, where: str, *, high: float = 1.0) -> None:
     _number(f"{where}.test_accuracy", point.get("test_accuracy"), high=high, optional=True)
     _number(f"{where}.value", point.get("value"), optional=True)
     _number(f"{where}.seconds", point.get("seconds"), optional=True)
+    export = point.get("export", 0)
+    if isinstance(export, bool) or not isinstance(export, int) or export < 0:
+        raise RunFileError(f"{where}.export: must be an integer >= 0, but got {_brief(export)}")
     for key, cost in _mapping(f"{where}.costs", point.get("costs", {})).items():
         _number(f"{where}.costs.{key}", cost)
     _mapping(f"{where}.architecture", point.get("architecture", {}))

@@ -46,6 +46,12 @@ class Point:
     architecture: dict[str, Any] = field(default_factory=dict)
     output: str = ""
     seconds: float | None = None  # wall time of the search (or of the baseline model's training)
+    export: int = 0  # 0: the search's own model; k: the k-th cheaper model of its ladder (UDC ``exports``)
+
+    @property
+    def label(self) -> str:
+        """How tables name the point: its number, and ``.k`` for the k-th cheaper export of a search (``3.1``)."""
+        return str(self.number) if not self.export else f"{self.number}.{self.export}"
 
 
 def _scored(points: Sequence[Point], accuracy: Accuracy) -> list[tuple[float, Point]]:
@@ -84,16 +90,18 @@ def hypervolume(points: Sequence[Point], reference: tuple[float, float], *, accu
     return area
 
 
-_COLUMNS = ["number", "value", "accuracy", "test_accuracy", "relative_cost", "seconds"]
+_COLUMNS = ["number", "export", "value", "accuracy", "test_accuracy", "relative_cost", "seconds"]
 
 
 def write_points_csv(points: Sequence[Point], path: Path, *, variable: str | None = None, metric: str = "accuracy",
                      cost_source: str | None = None) -> Path:
     """One row per point: its numbers, every cost a column, the architecture as JSON (``variable`` names
-    the ``value`` column; without one the column is left out). The ``accuracy`` columns are named after the
+    the ``value`` column; without one the column is left out; the ``export`` column is there when a point is a
+    cheaper export of a search, :attr:`Point.label`). The ``accuracy`` columns are named after the
     ``metric`` (``psnr``, ``test_psnr``); ``cost_source`` (``'formula'`` or the measurement) adds a column saying
     where the optimised cost's numbers come from."""
-    columns = [c for c in _COLUMNS if c != "value" or variable is not None]
+    columns = [c for c in _COLUMNS if (c != "value" or variable is not None)
+               and (c != "export" or any(p.export for p in points))]  # a ladder's exports: number.export
     names = {"value": variable, "accuracy": metric, "test_accuracy": f"test_{metric}"}
     cost_names = sorted({name for p in points for name in p.costs})
     source = ["cost_source"] if cost_source is not None else []
@@ -148,7 +156,7 @@ def format_front(front: Sequence[Point], *, cost: str, variable: str | None, lab
     from nni_udc._table import format_table
 
     m = metric_named(metric)
-    rows = [[str(p.number)] + ([f"{p.value:.4g}" if p.value is not None else "-"] if variable is not None else [])
+    rows = [[p.label] + ([f"{p.value:.4g}" if p.value is not None else "-"] if variable is not None else [])
             + [m.text(p.accuracy), m.text(p.test_accuracy),
                f"{p.relative_cost:.4f}", f"{p.costs.get(cost, float('nan')):,.6g}"]
             + ([" ".join(f"{k}={v}" for k, v in p.architecture.items())] if architecture else []) for p in front]
@@ -210,7 +218,7 @@ def plot_front(points: Sequence[Point], directory: Path, *, cost: str, title: st
     plt.close(fig)
 
     def trace(pts: Sequence[Point], name: str, what: str, color: str, symbol: str) -> Any:
-        text = [f"{what} {p.number}<br>{cost}: {p.costs.get(cost, float('nan')):,.6g}<br>"
+        text = [f"{what} {p.label}<br>{cost}: {p.costs.get(cost, float('nan')):,.6g}<br>"
                 + (f"test {m.label}: {m.text(p.test_accuracy)}<br>" if p.test_accuracy is not None else "")
                 + "<br>".join(f"{k}: {v}" for k, v in p.architecture.items()) for p in pts]
         return go.Scatter(x=[p.relative_cost for p in pts], y=[p.accuracy for p in pts], mode="markers", name=name,

@@ -7,7 +7,8 @@ tuner (:class:`~nni_udc.pareto.tuner.OptunaTuner`) store it in the same Optuna u
 (:meth:`~TrialRecord.to_user_attrs`), so :meth:`~TrialRecord.from_trial` reads either study back;
 :meth:`~TrialRecord.to_nni_metric` is the final result an NNI trial reports (``nni-udc nnictl-trial``) and
 :meth:`~TrialRecord.from_nni_metric` what the tuner makes of it. :meth:`~TrialRecord.point` is the record as the
-front functions of :mod:`nni_udc.pareto.front` take it.
+front functions of :mod:`nni_udc.pareto.front` take it, and :meth:`~TrialRecord.points` adds the cheaper models a
+search exported beside its own (its ``ladder``, UDC's ``exports``).
 
 Neither torch nor NNI is imported here.
 
@@ -16,7 +17,7 @@ Example:
     ...                      test_accuracy=0.88, costs={"memory_bits": 800.0}, reference_costs={"memory_bits": 1e4},
     ...                      cost="memory_bits", architecture={"bits": 4}, output="runs/trials/0003", seconds=12.0)
     >>> sorted(record.to_user_attrs())
-    ['architecture', 'cost', 'costs', 'output', 'reference_costs', 'seconds', 'test_accuracy']
+    ['architecture', 'cost', 'costs', 'ladder', 'output', 'reference_costs', 'seconds', 'test_accuracy']
     >>> metric = record.to_nni_metric()
     >>> metric["default"], metric["memory_bits"], metric["arch"], metric["target"]
     (0.9, 800.0, '{"bits": 4}', 0.1)
@@ -28,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from nni_udc.pareto.front import Point
@@ -40,11 +41,14 @@ if TYPE_CHECKING:
 __all__ = ["METRIC_KEYS", "USER_ATTRS", "TrialRecord"]
 
 #: the Optuna user attributes of a record (number, outer variable and objectives are the trial's own)
-USER_ATTRS = ("architecture", "test_accuracy", "costs", "reference_costs", "cost", "seconds", "output")
+USER_ATTRS = ("architecture", "test_accuracy", "costs", "reference_costs", "cost", "seconds", "output", "ladder")
+
+#: the keys of one cheaper export of a search (an entry of the ``ladder`` attribute and metric key)
+LADDER_KEYS = ("accuracy", "relative_cost", "test_accuracy", "costs", "architecture", "output")
 
 #: keys of an NNI final metric that are not costs (every other number of the metric is a cost; also the variables)
 METRIC_KEYS = frozenset({"default", "relative_cost", "test_accuracy", "arch", "reference_costs", "cost", "seconds",
-                         "output"})
+                         "output", "ladder"})
 
 
 def _finite(where: str, value: Any) -> float:
@@ -80,6 +84,8 @@ class TrialRecord:
     ``number`` is the Optuna trial's (``None`` before the study numbers it); ``variable`` names the outer variable
     (``target`` or ``weight``) whose ``value`` the search ran with; ``cost`` names the optimised cost, and
     ``relative_cost`` is it as a fraction of ``reference_costs[cost]``; ``output`` is the search's directory.
+    ``ladder`` holds the cheaper models the search exported beside its own (UDC's ``exports``), each a record of
+    its own with the search's number, variable and value.
     """
 
     accuracy: float
@@ -94,6 +100,7 @@ class TrialRecord:
     architecture: dict[str, Any] = field(default_factory=dict)
     output: str = ""
     seconds: float | None = None
+    ladder: tuple[TrialRecord, ...] = ()
 
     # ----- Optuna ---------------------------------------------------------------------------------------------
 
@@ -101,7 +108,31 @@ class TrialRecord:
         """The Optuna user attributes of the record (the keys :data:`USER_ATTRS`; values JSON-serialisable)."""
         return {"architecture": self.architecture, "test_accuracy": self.test_accuracy, "costs": self.costs,
                 "reference_costs": self.reference_costs, "cost": self.cost, "seconds": self.seconds,
-                "output": self.output}
+                "output": self.output, "ladder": [r._ladder_entry() for r in self.ladder]}
+
+    def _ladder_entry(self) -> dict[str, Any]:
+        return {"accuracy": self.accuracy, "relative_cost": self.relative_cost, "test_accuracy": self.test_accuracy,
+                "costs": self.costs, "architecture": self.architecture, "output": self.output}
+
+    def _with_ladder(self, entries: Any, where: str) -> TrialRecord:
+        """This record with the cheaper exports ``entries`` (a list of :data:`LADDER_KEYS` objects) as its ladder."""
+        if entries is None:
+            return self
+        if not isinstance(entries, list):
+            raise ValueError(f"{where} must be a list of exports, but got {entries!r}")
+        ladder = []
+        for i, entry in enumerate(entries):
+            at = f"{where}[{i}]"
+            entry = _object(at, entry)
+            ladder.append(TrialRecord(
+                number=self.number, variable=self.variable, value=self.value,
+                accuracy=_finite(f"{at}['accuracy']", entry.get("accuracy")),
+                relative_cost=_finite(f"{at}['relative_cost']", entry.get("relative_cost")),
+                test_accuracy=_optional(f"{at}['test_accuracy']", entry.get("test_accuracy")),
+                costs=_costs(f"{at}['costs']", entry.get("costs", {})), reference_costs=dict(self.reference_costs),
+                cost=self.cost, architecture=_object(f"{at}['architecture']", entry.get("architecture", {})),
+                output=str(entry.get("output") or "")))
+        return replace(self, ladder=tuple(ladder))
 
     @classmethod
     def from_trial(cls, trial: FrozenTrial) -> TrialRecord:
@@ -116,11 +147,12 @@ class TrialRecord:
                              f"but got {trial.values!r} (state {trial.state.name})")
         attrs = trial.user_attrs
         variable, value = next(iter(trial.params.items()), (None, None))
-        return cls(number=trial.number, variable=variable, value=value, accuracy=trial.values[0],
-                   relative_cost=trial.values[1], test_accuracy=attrs.get("test_accuracy"),
-                   costs=dict(attrs.get("costs") or {}), reference_costs=dict(attrs.get("reference_costs") or {}),
-                   cost=attrs.get("cost") or "", architecture=dict(attrs.get("architecture") or {}),
-                   output=attrs.get("output") or "", seconds=attrs.get("seconds"))
+        record = cls(number=trial.number, variable=variable, value=value, accuracy=trial.values[0],
+                     relative_cost=trial.values[1], test_accuracy=attrs.get("test_accuracy"),
+                     costs=dict(attrs.get("costs") or {}), reference_costs=dict(attrs.get("reference_costs") or {}),
+                     cost=attrs.get("cost") or "", architecture=dict(attrs.get("architecture") or {}),
+                     output=attrs.get("output") or "", seconds=attrs.get("seconds"))
+        return record._with_ladder(attrs.get("ladder"), f"trial {trial.number}'s user attribute 'ladder'")
 
     # ----- NNI ------------------------------------------------------------------------------------------------
 
@@ -147,6 +179,8 @@ class TrialRecord:
             metric["output"] = self.output
         if self.variable is not None and self.value is not None:
             metric[self.variable] = float(self.value)
+        if self.ladder:
+            metric["ladder"] = json.dumps([r._ladder_entry() for r in self.ladder], sort_keys=True)
         return metric
 
     @classmethod
@@ -163,18 +197,25 @@ class TrialRecord:
         output = metric.get("output", "")
         cost = metric.get("cost", "")
         value = metric.get(variable) if variable is not None else None
-        return cls(number=number, variable=variable if value is not None else None,
-                   value=_optional(f"the metric's {variable!r}", value),
-                   accuracy=_finite("the metric's 'default'", metric.get("default")),
-                   relative_cost=_finite("the metric's 'relative_cost'", metric.get("relative_cost")),
-                   test_accuracy=_optional("the metric's 'test_accuracy'", metric.get("test_accuracy")),
-                   costs={k: float(v) for k, v in metric.items() if k not in not_costs
-                          and isinstance(v, (int, float)) and not isinstance(v, bool)},
-                   reference_costs=_costs("the metric's 'reference_costs'", metric.get("reference_costs", {})),
-                   cost=cost if isinstance(cost, str) else "",
-                   architecture=_object("the metric's 'arch'", metric.get("arch", {})),
-                   output=output if isinstance(output, str) else "",
-                   seconds=_optional("the metric's 'seconds'", metric.get("seconds")))
+        ladder = metric.get("ladder")
+        if isinstance(ladder, str):
+            try:
+                ladder = json.loads(ladder)
+            except json.JSONDecodeError:
+                raise ValueError(f"the metric's 'ladder' must be a JSON list, but got {ladder[:80]!r}") from None
+        record = cls(number=number, variable=variable if value is not None else None,
+                     value=_optional(f"the metric's {variable!r}", value),
+                     accuracy=_finite("the metric's 'default'", metric.get("default")),
+                     relative_cost=_finite("the metric's 'relative_cost'", metric.get("relative_cost")),
+                     test_accuracy=_optional("the metric's 'test_accuracy'", metric.get("test_accuracy")),
+                     costs={k: float(v) for k, v in metric.items() if k not in not_costs
+                            and isinstance(v, (int, float)) and not isinstance(v, bool)},
+                     reference_costs=_costs("the metric's 'reference_costs'", metric.get("reference_costs", {})),
+                     cost=cost if isinstance(cost, str) else "",
+                     architecture=_object("the metric's 'arch'", metric.get("arch", {})),
+                     output=output if isinstance(output, str) else "",
+                     seconds=_optional("the metric's 'seconds'", metric.get("seconds")))
+        return record._with_ladder(ladder, "the metric's 'ladder'")
 
     # ----- the front ------------------------------------------------------------------------------------------
 
@@ -186,3 +227,7 @@ class TrialRecord:
         return Point(number=self.number, accuracy=self.accuracy, relative_cost=self.relative_cost, value=self.value,
                      test_accuracy=self.test_accuracy, costs=dict(self.costs), architecture=dict(self.architecture),
                      output=self.output, seconds=self.seconds)
+
+    def points(self) -> list[Point]:
+        """The record's :meth:`point`, then one per model of its ladder (``export`` 1, 2, ...: same number)."""
+        return [self.point()] + [replace(r.point(), export=k) for k, r in enumerate(self.ladder, 1)]

@@ -177,6 +177,12 @@ class UDC(DARTS):
             per-sample loss difference on the same batches). 0 (default) exports the best. Near the top of a
             front, where wide models all score alike, the best by a noisy loss is often a larger model than
             needed (``benchmarks/front_vs_uniform.md``).
+        exports: with ``target``, how many models the search exports: the one above, then up to ``exports`` - 1
+            cheaper ones (its *ladder*, :attr:`ladder`), each picked by the same rule among the scored
+            architectures that cost at most :data:`LADDER_STEP` (0.85) of the export before it, and fine-tuned
+            from the supernet's weights like the first. A Pareto sweep's searches then fill the gaps between their
+            targets for a few seconds of fine-tuning each (``nni-udc pareto`` puts them on the front as ``3.1``,
+            ``3.2``; ``benchmarks/front_vs_uniform.md``). 1 (default): the one model.
         finetune_epochs: epochs of quantisation-aware fine-tuning in :meth:`finetune` (default of its ``epochs``).
         finetune_learning_rate: learning rate of the fine-tuning (default: the evaluator's).
         report_costs: names of the costs measured exactly on the final model (default: all generic costs
@@ -189,8 +195,8 @@ class UDC(DARTS):
     The evaluator's ``train_dataloaders`` train the weights and its ``val_dataloaders`` the architecture
     (as in DARTS): keep a split that neither saw for choosing and reporting. After ``NasExperiment(...).run()``:
     :meth:`export_result` (also what ``export_top_models`` calls) picks the architecture and measures its
-    exact costs, with the supernet's trained weights; :meth:`finetune` fine-tunes it with its compression
-    applied; :attr:`result` holds architecture, accuracy and costs. The penalty logs ``penalty/task_loss``,
+    exact costs, with the supernet's trained weights; :meth:`finetune` fine-tunes it (and its :attr:`ladder`)
+    with its compression applied; :attr:`result` holds architecture, accuracy and costs. The penalty logs ``penalty/task_loss``,
     ``penalty/expected_cost``, ``penalty/relative_cost`` and ``penalty/lambda`` through Lightning.
     """
 
@@ -200,7 +206,7 @@ class UDC(DARTS):
                  arc_learning_rate: float = 1e-2, warmup_epochs: int = 0,
                  temperature: float | tuple[float, float] | None = None, gumbel: bool = False, candidates: int = 1,
                  samples: int = 0, uniform: bool = False, refine: int = 0, parsimony: float = 0.0,
-                 finetune_epochs: int = 0, finetune_learning_rate: float | None = None,
+                 exports: int = 1, finetune_epochs: int = 0, finetune_learning_rate: float | None = None,
                  report_costs: Sequence[str] | None = None, seed: int | None = None,
                  supernet_weights: str | Path | Mapping[str, torch.Tensor] | None = None,
                  mutation_hooks: list | None = None, **kwargs: Any) -> None:
@@ -228,6 +234,8 @@ class UDC(DARTS):
             raise ValueError(f"refine must be an integer >= 0, but got {refine!r}")
         if not isinstance(parsimony, (int, float)) or isinstance(parsimony, bool) or not parsimony >= 0:
             raise ValueError(f"parsimony must be a number of standard errors >= 0, but got {parsimony!r}")
+        if not isinstance(exports, int) or isinstance(exports, bool) or exports < 1:
+            raise ValueError(f"exports must be an integer >= 1, but got {exports!r}")
         for name in report_costs:
             if name not in self.cost_table:
                 raise ValueError(f"report_costs: unknown cost {name!r}; known costs are {sorted(self.cost_table)}")
@@ -235,6 +243,7 @@ class UDC(DARTS):
         self.example_input = example_input
         self.temperature, self.gumbel, self.candidates, self.refine = temperature, gumbel, candidates, refine
         self.samples, self.uniform, self.parsimony = samples, bool(uniform), float(parsimony)
+        self.exports = exports
         self._uniform_grid: list[dict[str, Any]] = []
         self.finetune_epochs = finetune_epochs
         self.finetune_learning_rate = finetune_learning_rate
@@ -252,6 +261,9 @@ class UDC(DARTS):
         self._supernet: nn.Module | None = None
         self._result: SearchResult | None = None
         self._final: RawFormatModelSpace | None = None
+        self._scored: tuple[_SupernetScore, Callable[[Mapping[str, Any]], float]] | None = None
+        #: the cheaper exports (``exports`` > 1), most expensive first: after export_result, fine-tuned by finetune
+        self.ladder: list[SearchResult] = []
 
     # ----- set-up ------------------------------------------------------------------------------------
     def _initialize(self, model_space: RawFormatModelSpace, engine: Any) -> RawFormatModelSpace:
@@ -387,6 +399,11 @@ class UDC(DARTS):
         sample = self.distribution.argmax()
         if self.target is not None:
             sample = self._within_budget(sample)
+        # the cheaper exports first, each a copy: the primary's freeze may share the supernet's modules, and its
+        # fine-tune would change their starting weights. Freezing builds new modules, whose initialisation draws
+        # from the global RNG: forked, so the primary export trains exactly as it would alone.
+        with torch.random.fork_rng():
+            self.ladder = [self._frozen(x) for x in self._ladder(sample)]
         self._final = self.model_space.freeze(sample)  # the supernet's freeze keeps the trained weights
         model = self._final.executable_model().float()  # training.precision 64-true: found models are float32
         self._result = SearchResult(sample=sample, accuracy=None, costs=self._costs(model),
@@ -395,19 +412,49 @@ class UDC(DARTS):
         return self._result
 
     def finetune(self, *, epochs: int | None = None, train_dataloaders: Any = None, val_dataloaders: Any = None) -> float:
-        """Fine-tune the exported model with its compression applied; set and return ``result.accuracy``.
+        """Fine-tune the exported model (then each of its :attr:`ladder`) with its compression applied; set and
+        return ``result.accuracy``.
 
         Defaults: ``finetune_epochs`` and the evaluator's loaders. Give the train loader of *all* training
         data and a validation loader the search never trained on, so the accuracy is an honest estimate.
         """
         result = self._result or self.export_result()
-        evaluator = self.model_space.evaluator
-        result.accuracy = finetune(result.model, evaluator, epochs=self.finetune_epochs if epochs is None else epochs,
-                                   learning_rate=self.finetune_learning_rate,
-                                   train_dataloaders=train_dataloaders, val_dataloaders=val_dataloaders)
-        result.model.float()  # Lightning's 64-true leaves it in float64
-        result.costs = self._costs(result.model)  # a measured cost (Ethos-U bytes) changes with the weights
-        return result.accuracy
+        epochs = self.finetune_epochs if epochs is None else epochs
+        loaders = {"train_dataloaders": train_dataloaders, "val_dataloaders": val_dataloaders}
+        return [self._finetune(found, epochs, loaders) for found in [result] + self.ladder][0]
+
+    def _finetune(self, found: SearchResult, epochs: int, loaders: dict[str, Any]) -> float:
+        found.accuracy = finetune(found.model, self.model_space.evaluator, epochs=epochs,
+                                  learning_rate=self.finetune_learning_rate, **loaders)
+        found.model.float()  # Lightning's 64-true leaves it in float64
+        found.costs = self._costs(found.model)  # a measured cost (Ethos-U bytes) changes with the weights
+        return found.accuracy
+
+    def _frozen(self, sample: dict[str, Any]) -> SearchResult:
+        """``sample`` with a copy of the supernet's weights, and its exact costs."""
+        model = copy.deepcopy(self.model_space.freeze(sample).executable_model()).float()
+        return SearchResult(sample=sample, accuracy=None, costs=self._costs(model),
+                            reference_costs=self.reference_costs, model=model)
+
+    def _ladder(self, first: dict[str, Any]) -> list[dict[str, Any]]:
+        """Up to ``exports`` - 1 cheaper architectures after ``first``: each is what the export rule (the best
+        supernet loss; with ``parsimony``, the cheapest within that many standard errors of it) picks among the
+        scored ones that cost at most :data:`LADDER_STEP` of the export before it."""
+        if self.exports < 2 or self._scored is None:
+            return []
+        score, cost = self._scored
+        chosen = [first]
+        for _ in range(self.exports - 1):
+            bound = cost(chosen[-1]) * LADDER_STEP
+            pool = [x for x, _ in score.losses.values() if cost(x) <= bound]
+            if not pool:
+                break
+            best = min(pool, key=score)
+            if self.parsimony:
+                best = min((x for x in score.within(best, self.parsimony) if cost(x) <= bound),
+                           key=lambda x: (cost(x), score(x)))
+            chosen.append(best)
+        return chosen[1:]
 
     def _costs(self, model: nn.Module) -> dict[str, float]:
         """Every reported cost of a frozen model: formulas, or what a cost measures on the model itself (Arm's
@@ -436,7 +483,8 @@ class UDC(DARTS):
             _logger.warning("no architecture among the most probable fits the budget %.4g; exporting the cheapest "
                             "move away from the most probable one", budget)
             return _cheapest_descent(argmax, dist, cost, budget)
-        if len(found) == 1 and not self.refine and not self.samples and not self.uniform and not self.parsimony:
+        if (len(found) == 1 and not self.refine and not self.samples and not self.uniform and not self.parsimony
+                and self.exports == 1):
             return found[0][1]
         starts = [sample for _, sample in found] + _random_within(dist.choices, cost, budget, self.samples,
                                                                   seed=self.seed or 0)
@@ -457,7 +505,13 @@ class UDC(DARTS):
                                 used=self._used, rounds=self.refine)
         if self.parsimony:
             best = min(score.within(best, self.parsimony), key=lambda x: (cost(x), score(x)))
+        self._scored = (score, cost)
         return best
+
+
+#: each further export of a ladder costs at most this fraction of the one before (UDC ``exports``): the main
+#: job's targets are 1.35x apart, so three exports at 1, <= 0.85 and <= 0.72 fill the gap to the next lower one
+LADDER_STEP = 0.85
 
 
 class _SupernetScore:
