@@ -1098,6 +1098,7 @@ def run_pareto(config: ExperimentConfig, *, progress: bool = True, inner_progres
     same directory, draws it beside the searches and compares the two by test accuracy (:func:`~nni_udc.pareto.compare`).
     """
     from nni_udc.pareto import compare, finished, hypervolume, non_dominated, plot_front, write_front
+    from nni_udc.pareto.front import count_text
     from nni_udc.pareto.owners import FAILURE
 
     if not config.strategy.one_shot:
@@ -1145,7 +1146,7 @@ def run_pareto(config: ExperimentConfig, *, progress: bool = True, inner_progres
         where = f"{cost} of the searches: {sources.get(cost, 'formula')}" + ("; of the uniform baseline: formula"
                                                                             if baseline is not None else "")
         files["png"], files["html"] = plot_front(points, config.output, cost=cost,
-                                                 title=f"{config.name}: {len(front)} of {len(points)} searches on the front",
+                                                 title=f"{config.name}: {len(front)} of {count_text(points)} on the front",
                                                  baseline=baseline.points if baseline is not None else (),
                                                  metric=metric, subtitle=where)
     return ParetoOutcome(points, front, hv, files, baseline, comparison)

@@ -136,6 +136,7 @@ def pareto_command(args: argparse.Namespace) -> int:
     from nni_udc.config import ConfigError
     from nni_udc.experiment import quiet, run_pareto, storage_url
     from nni_udc.pareto import format_comparison, format_front
+    from nni_udc.pareto.front import count_text
     from nni_udc.pareto.metric import metric_of_data
 
     overrides = {key: value for key, value in (("pareto.trials", args.trials), ("pareto.storage", args.storage),
@@ -157,7 +158,7 @@ def pareto_command(args: argparse.Namespace) -> int:
         outcome = run_pareto(config, inner_progress=args.verbose)
     print()
     print(format_front(outcome.front, cost=config.hardware.cost or "", variable=p.variable, metric=metric.name))
-    print(f"\n{len(outcome.front)} of {len(outcome.points)} searches on the front; hypervolume {outcome.hypervolume:.4f} "
+    print(f"\n{len(outcome.front)} of {count_text(outcome.points)} on the front; hypervolume {outcome.hypervolume:.4f} "
           f"(reference point: {metric.word} {metric.amount(p.reference_point[0])}, relative cost {p.reference_point[1]:g})")
     if outcome.baseline is not None and outcome.comparison is not None:
         b = outcome.baseline

@@ -93,6 +93,18 @@ def hypervolume(points: Sequence[Point], reference: tuple[float, float], *, accu
 _COLUMNS = ["number", "export", "value", "accuracy", "test_accuracy", "relative_cost", "seconds"]
 
 
+def count_text(points: Sequence[Point]) -> str:
+    """How many models the points are, and of how many searches where some are a search's cheaper exports.
+
+    >>> count_text([Point(0, 0.9, 0.1), Point(1, 0.8, 0.05)]), count_text([Point(0, 0.9, 0.1), Point(0, 0.8, 0.05, export=1)])
+    ('2 searches', '2 models of 1 search')
+    """
+    searches = len({p.number for p in points})
+    if searches == len(points):
+        return f"{searches} search" + ("es" if searches != 1 else "")
+    return f"{len(points)} models of {searches} search" + ("es" if searches != 1 else "")
+
+
 def write_points_csv(points: Sequence[Point], path: Path, *, variable: str | None = None, metric: str = "accuracy",
                      cost_source: str | None = None) -> Path:
     """One row per point: its numbers, every cost a column, the architecture as JSON (``variable`` names
