@@ -901,8 +901,9 @@ def storage_url(config: ExperimentConfig) -> str:
 
 
 def study_points(study: Any) -> list[Point]:
-    """Every completed trial of a study (``nni-udc pareto``'s or the nnictl tuner's) as a front
-    :class:`~nni_udc.pareto.Point`, read through :meth:`TrialRecord.from_trial <nni_udc.pareto.record.TrialRecord.from_trial>`."""
+    """Every model of every completed trial of a study (``nni-udc pareto``'s or the nnictl tuner's) as a front
+    :class:`~nni_udc.pareto.Point`, read through :meth:`TrialRecord.from_trial <nni_udc.pareto.record.TrialRecord.from_trial>`:
+    a search's own, then its cheaper exports (:meth:`TrialRecord.points <nni_udc.pareto.record.TrialRecord.points>`)."""
     from nni_udc.pareto import finished
 
     return [point for t in finished(study) for point in TrialRecord.from_trial(t).points()]
