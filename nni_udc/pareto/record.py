@@ -111,8 +111,7 @@ class TrialRecord:
                 "output": self.output, "ladder": [r._ladder_entry() for r in self.ladder]}
 
     def _ladder_entry(self) -> dict[str, Any]:
-        return {"accuracy": self.accuracy, "relative_cost": self.relative_cost, "test_accuracy": self.test_accuracy,
-                "costs": self.costs, "architecture": self.architecture, "output": self.output}
+        return {key: getattr(self, key) for key in LADDER_KEYS}
 
     def _with_ladder(self, entries: Any, where: str) -> TrialRecord:
         """This record with the cheaper exports ``entries`` (a list of :data:`LADDER_KEYS` objects) as its ladder."""
