@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from nni_udc.evaluators.costs import CostFn
 
 __all__ = ["BaselineOutcome", "ParetoOutcome", "SearchOutcome", "build_strategy", "check_space", "distributed_rank",
-           "pareto_workers", "quiet", "resolve_budget", "run_baseline", "run_pareto", "run_retrain", "run_search",
+           "ladder_directory", "pareto_workers", "quiet", "resolve_budget", "run_baseline", "run_pareto", "run_retrain", "run_search",
            "study_points", "training_device", "RetrainOutcome"]
 
 #: fraction of the train split on which a one-shot search trains its architecture parameters
@@ -99,7 +99,7 @@ class SearchOutcome:
             >>> record.relative_cost, record.architecture, record.to_user_attrs()["output"]
             (0.08, {'bits': 4}, 'runs/trials/0000')
         """
-        ladder = tuple(o.record(number=number, variable=variable, value=value, output=Path(output) / LADDER / str(k))
+        ladder = tuple(o.record(number=number, variable=variable, value=value, output=ladder_directory(output, k))
                        for k, o in enumerate(self.ladder, 1))
         return TrialRecord(number=number, variable=variable, value=value, accuracy=self.accuracy,
                            relative_cost=self.relative_cost, test_accuracy=self.test_accuracy, costs=dict(self.costs),
@@ -110,12 +110,17 @@ class SearchOutcome:
         out = {k: v for k, v in asdict(self).items() if k not in ("model", "ladder")}
         out["relative_cost"] = self.relative_cost
         if self.ladder:
-            out["ladder"] = [f"{LADDER}/{k}" for k in range(1, len(self.ladder) + 1)]
+            out["ladder"] = [ladder_directory("", k).as_posix() for k in range(1, len(self.ladder) + 1)]
         return out
 
 
 #: the subdirectory of a search's output that holds its cheaper exports (``ladder/1``, ``ladder/2``, ...)
 LADDER = "ladder"
+
+
+def ladder_directory(output: str | Path, k: int) -> Path:
+    """Where a search writing to ``output`` keeps its k-th cheaper export (UDC's ``exports``)."""
+    return Path(output) / LADDER / str(k)
 
 
 @contextmanager
@@ -549,8 +554,8 @@ def _write(outcome: SearchOutcome, output: Path, config: ExperimentConfig, **set
     search into the same directory are removed first)."""
     shutil.rmtree(output / LADDER, ignore_errors=True)
     for k, other in enumerate(outcome.ladder, 1):
-        (output / LADDER / str(k)).mkdir(parents=True)
-        _write(other, output / LADDER / str(k), config, **settings)
+        ladder_directory(output, k).mkdir(parents=True)
+        _write(other, ladder_directory(output, k), config, **settings)
     torch.save(outcome.model, output / "model.pt")
     (output / "architecture.json").write_text(json.dumps(outcome.sample, indent=2) + "\n")
     baked = _write_baked(outcome.model, output, DATASETS[config.data.name].input_shape)

@@ -39,7 +39,7 @@ def search_command(args: argparse.Namespace) -> int:
     config = load_config(args.config, overrides)
     if config.strategy.baseline:
         return _run_baseline(config, workers=None)
-    from nni_udc.experiment import distributed_rank, quiet, run_search
+    from nni_udc.experiment import distributed_rank, ladder_directory, quiet, run_search
     from nni_udc.pareto.metric import metric_of_data
 
     check_search(config)
@@ -58,7 +58,7 @@ def search_command(args: argparse.Namespace) -> int:
           f"{outcome.cost} {outcome.costs[outcome.cost]:,.6g} = {outcome.relative_cost:.4f} x the uncompressed model")
     print("architecture: " + ", ".join(f"{k}={v}" for k, v in outcome.sample.items()))
     for k, other in enumerate(outcome.ladder, 1):  # UDC's exports > 1: the cheaper models beside it
-        print(f"cheaper export {k} ({out}/ladder/{k}): {m.header('val')} {m.text(other.accuracy)}, "
+        print(f"cheaper export {k} ({ladder_directory(out, k)}): {m.header('val')} {m.text(other.accuracy)}, "
               f"{m.header('test')} {m.text(other.test_accuracy)}, {other.cost} {other.costs[other.cost]:,.6g} = "
               f"{other.relative_cost:.4f} x")
     print(f"wrote {out}/model.pt (and baked: model.pt2, model.state_dict.pt, model.record.json), architecture.json, "

@@ -421,7 +421,10 @@ class UDC(DARTS):
         result = self._result or self.export_result()
         epochs = self.finetune_epochs if epochs is None else epochs
         loaders = {"train_dataloaders": train_dataloaders, "val_dataloaders": val_dataloaders}
-        return [self._finetune(found, epochs, loaders) for found in [result] + self.ladder][0]
+        accuracy = self._finetune(result, epochs, loaders)
+        for other in self.ladder:
+            self._finetune(other, epochs, loaders)
+        return accuracy
 
     def _finetune(self, found: SearchResult, epochs: int, loaders: dict[str, Any]) -> float:
         found.accuracy = finetune(found.model, self.model_space.evaluator, epochs=epochs,
@@ -449,11 +452,7 @@ class UDC(DARTS):
             pool = [x for x, _ in score.losses.values() if cost(x) <= bound]
             if not pool:
                 break
-            best = min(pool, key=score)
-            if self.parsimony:
-                best = min((x for x in score.within(best, self.parsimony) if cost(x) <= bound),
-                           key=lambda x: (cost(x), score(x)))
-            chosen.append(best)
+            chosen.append(self._parsimonious(min(pool, key=score), score, cost, bound))
         return chosen[1:]
 
     def _costs(self, model: nn.Module) -> dict[str, float]:
@@ -503,10 +502,17 @@ class UDC(DARTS):
         if self.refine:
             best = local_search(best, dist.choices, score, lambda x: cost(x) <= budget,
                                 used=self._used, rounds=self.refine)
-        if self.parsimony:
-            best = min(score.within(best, self.parsimony), key=lambda x: (cost(x), score(x)))
         self._scored = (score, cost)
-        return best
+        return self._parsimonious(best, score, cost, budget)
+
+    def _parsimonious(self, best: dict[str, Any], score: _SupernetScore, cost: Callable[[Mapping[str, Any]], float],
+                      budget: float) -> dict[str, Any]:
+        """With ``parsimony``, the cheapest scored architecture within ``budget`` whose loss is within that many
+        standard errors of ``best``'s; else ``best``."""
+        if not self.parsimony:
+            return best
+        return min((x for x in score.within(best, self.parsimony) if cost(x) <= budget),
+                   key=lambda x: (cost(x), score(x)))
 
 
 #: each further export of a ladder costs at most this fraction of the one before (UDC ``exports``): the main
