@@ -15,7 +15,7 @@ import optuna
 import pytest
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from nni_udc.cli import main
 from nni_udc.config import load_config
@@ -267,7 +267,9 @@ def _trials(storage: str, study: str = "tiny") -> list[optuna.trial.FrozenTrial]
         return []  # the worker has not created it yet
     try:
         return optuna.load_study(study_name=study, storage=storage).get_trials()
-    except (KeyError, OperationalError):  # the study, or its tables (the worker is creating them), not there yet
+    # the study, or its tables, not there yet; IntegrityError: this reader and the worker both stamped the new
+    # SQLite schema's alembic_version at once (the worker's stamp wins, the next poll reads it)
+    except (KeyError, OperationalError, IntegrityError):
         return []
 
 
