@@ -93,16 +93,25 @@ def run(path: Path, out: Path, *, workers: int | None, seeds: int, seed: int | N
                baseline_seconds, retrained)
 
 
+def _standard_error(values: list[float]) -> float:
+    """The standard error of the mean of ``values`` (0 for fewer than two)."""
+    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
+
+
 def _mean_rows(rows: list[Row]) -> list[list[str]]:
-    """Per experiment: the mean median ratio and hypervolumes over its runs, and in how many it was never worse."""
+    """Per experiment: the mean median ratio and hypervolumes over its runs (± the standard error of the mean), and
+    in how many it was never worse. A run's ratio moves by up to 0.7× when only rounding changes
+    (``front_vs_uniform.md``), so a difference of means within about two standard errors is not a result."""
     table = []
     for name in dict.fromkeys(r.name for r in rows):
         mine = [r.comparison for r in rows if r.name == name]
         medians = [c.median_ratio for c in mine if c.median_ratio is not None and not math.isinf(c.median_ratio)]
-        table.append([name, len(mine), f"{statistics.mean(medians):.2f}x" if medians else "n/a",
+        volumes = [c.search_hypervolume for c in mine]
+        table.append([name, len(mine),
+                      f"{statistics.mean(medians):.2f}x ± {_standard_error(medians):.2f}" if medians else "n/a",
                       f"{min(medians):.2f}x-{max(medians):.2f}x" if medians else "n/a",
                       f"{sum(bool(c.never_worse) for c in mine)} of {len(mine)}",
-                      f"{statistics.mean(c.search_hypervolume for c in mine):.4f}",
+                      f"{statistics.mean(volumes):.4f} ± {_standard_error(volumes):.4f}",
                       f"{statistics.mean(c.baseline_hypervolume for c in mine):.4f}"])
     return table
 
@@ -118,12 +127,17 @@ def main() -> None:
                         "with this many seeds and compare mean accuracies (default: 1, off)")
     parser.add_argument("--runs", type=int, default=1, help="repeat every run under the experiment seeds 0..N-1 and "
                         "print the mean (default: 1, the file's seed)")
+    parser.add_argument("--first-seed", type=int, default=0, help="with --runs: start at this experiment seed "
+                        "(--runs 5 --first-seed 5: seeds 5-9, to extend an earlier batch of runs)")
     args = parser.parse_args()
     if args.runs < 1 or args.seeds < 1:
         parser.error(f"--runs and --seeds must be at least 1, but got {args.runs} and {args.seeds}")
+    if args.first_seed < 0:
+        parser.error(f"--first-seed must be at least 0, but got {args.first_seed}")
     quiet()
     out = args.out if args.out is not None else Path(tempfile.mkdtemp(prefix="front-vs-uniform-"))
-    seeds: list[int | None] = [None] if args.runs == 1 else list(range(args.runs))
+    first = args.first_seed
+    seeds: list[int | None] = [None] if args.runs == 1 and not first else list(range(first, first + args.runs))
     rows = [run(path, out, workers=args.workers, seeds=args.seeds, seed=seed) for path in args.configs for seed in seeds]
     verdict = {True: "yes", False: "no", None: "n/a"}
     print("\n" + format_table(
@@ -132,9 +146,10 @@ def main() -> None:
         [[r.name, r.seed, r.searches, r.models, _ratio(r.comparison.median_ratio), verdict[r.comparison.never_worse],
           f"{r.comparison.search_hypervolume:.4f}", f"{r.comparison.baseline_hypervolume:.4f}",
           f"{r.loop_seconds:.0f}", f"{r.baseline_seconds:.0f}"] for r in rows]))
-    if args.runs > 1:
-        print(f"\nmean over {args.runs} runs (seeds 0-{args.runs - 1}), each against its own baseline:")
-        print(format_table(["experiment", "runs", "median ratio", "range", "never worse", "HV search", "HV uniform"],
+    if len(seeds) > 1:
+        print(f"\nmean over {args.runs} runs (seeds {first}-{first + args.runs - 1}), each against its own baseline:")
+        print(format_table(["experiment", "runs", "median ratio ± SE", "range", "never worse", "HV search ± SE",
+                            "HV uniform"],
                            _mean_rows(rows)))
     if args.seeds > 1:
         print(f"\nretrained from scratch, mean over {args.seeds} seeds:")

@@ -68,6 +68,7 @@ __all__ = [
     "MixedQuant",
     "MixedRepeat",
     "MixedSparse",
+    "SAMPLEABLE",
     "channel_alpha_key",
 ]
 
@@ -138,6 +139,39 @@ def _live(weights: list[tuple[Any, torch.Tensor]]) -> list[tuple[Any, torch.Tens
     return kept or weights[:1]
 
 
+def _straight_through(weights: list[tuple[Any, torch.Tensor]], drawn: Any) -> list[tuple[Any, torch.Tensor]]:
+    """The ``(value, probability)`` pairs as one-hot weights on the ``drawn`` value, with the mixture's gradient.
+
+    The forward pass computes the drawn candidate alone (``1`` for it, ``0`` for the others); the gradient with
+    respect to every probability is the one the soft mixture gets at that point (``hard + (p - p.detach())``, the
+    straight-through estimator). Why draw: a soft sparsity mask ``Σ p_s · M_s`` only scales the weights it would
+    remove and the batch norm after the layer undoes the scale, so the task loss barely feels sparsity while the
+    expected cost falls with ``p``; drawn masks train the supernet's weights under the masks its models will have
+    (``benchmarks/front_vs_uniform.md``).
+
+    Example:
+        >>> [(v, float(w)) for v, w in _straight_through([(0.0, torch.tensor(0.3)), (0.5, torch.tensor(0.7))], 0.5)]
+        [(0.0, 0.0), (0.5, 1.0)]
+    """
+    probs = torch.stack([p for _, p in weights])
+    hard = torch.tensor([float(v == drawn) for v, _ in weights], dtype=probs.dtype, device=probs.device)
+    mixed = hard + (probs - probs.detach())  # exactly 1 and 0 in the forward pass
+    return [(v, mixed[i]) for i, (v, _) in enumerate(weights)]
+
+
+def _draw(weights: list[tuple[Any, torch.Tensor]]) -> Any:
+    """One value drawn from ``(value, probability)`` pairs (torch's global RNG; none is used for a single pair)."""
+    if len(weights) == 1:
+        return weights[0][0]
+    probs = torch.stack([p.detach().float() for _, p in weights])
+    return weights[int(torch.multinomial(probs, 1))][0]
+
+
+def _forget_draws(module: MixedCompressedOp, args: Any) -> None:
+    """Forward pre-hook: every forward pass of a mixed op draws its :attr:`~MixedCompressedOp.sampled` values anew."""
+    module._drawn.clear()
+
+
 class MixedCompressedOp(BaseSuperNetModule):
     """Base of the mixed ops: architecture parameters, live probabilities, export and weight-keeping freeze.
 
@@ -150,11 +184,17 @@ class MixedCompressedOp(BaseSuperNetModule):
     bound_type: type
     structural: tuple[str, ...] = ()
     neutral: dict[str, Any] = {}
+    #: searched arguments (per layer, not per channel) whose candidates are drawn, one per forward pass, while
+    #: training, with a straight-through gradient (:func:`_straight_through`), instead of mixed; UDC's ``sampled``.
+    #: Each layer draws its own, also for a label it shares with another layer.
+    sampled: frozenset[str] = frozenset()
 
     def __init__(self, kwargs: Mapping[str, Any], memo: dict[str, Any], softmax: nn.Module) -> None:
         super().__init__()
         self.kwargs = dict(kwargs)
         self._softmax = softmax
+        self._drawn: dict[str, Any] = {}  # argument -> value drawn for this forward pass (sampled arguments)
+        self.register_forward_pre_hook(_forget_draws)
         self.alphas = nn.ParameterList()
         self._alpha_of: dict[str, tuple[int, int | None]] = {}  # label -> (alpha index, group column or None)
         self._options: dict[str, _Options] = {}
@@ -228,8 +268,16 @@ class MixedCompressedOp(BaseSuperNetModule):
     def _weights(self, name: str) -> list[tuple[Any, torch.Tensor]] | None:
         """``[(value, probability)]`` of a searched argument, ``None`` if the argument is fixed.
 
-        Values of probability exactly 0 are left out (see :func:`_live`)."""
-        return _live(self._options[name].weights(self._probs())) if name in self._options else None
+        Values of probability exactly 0 are left out (see :func:`_live`). An argument in :attr:`sampled` gets
+        one drawn value while training (:func:`_straight_through`)."""
+        if name not in self._options:
+            return None
+        weights = _live(self._options[name].weights(self._probs()))
+        if not (self.training and name in self.sampled):
+            return weights
+        if name not in self._drawn:  # once per forward pass: the width loop and the output mask agree
+            self._drawn[name] = _draw(weights)
+        return _straight_through(weights, self._drawn[name])
 
     # ----- NNI supernet protocol ---------------------------------------------------------------------
     def resample(self, memo: dict[str, Any]) -> dict[str, Any]:
@@ -510,6 +558,10 @@ class MixedLowRankConv2d(MixedLowRank):
 
 class MixedLowRankLinear(MixedLowRank):
     mutable_type, bound_type = MutableLowRankLinear, LowRankLinear
+
+
+#: the searched layer arguments that :attr:`MixedCompressedOp.sampled` can draw instead of mixing
+SAMPLEABLE = ("act_bits", "in_channels", "in_features", "out_channels", "out_features", "rank", "sparsity", "weight_bits")
 
 
 class MixedBatchNorm1d(MixedBatchNorm2d):
