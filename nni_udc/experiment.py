@@ -341,10 +341,12 @@ def _num_classes(config: ExperimentConfig) -> int:
 
 def run_search(config: ExperimentConfig, *, target: float | None = None, weight: float | None = None,
                output: str | Path | None = None, progress: bool = False, logger: bool = True,
-               supernet: Path | None = None) -> SearchOutcome:
+               supernet: Path | None = None, strategy: Any = None) -> SearchOutcome:
     """Run one search of ``config`` and write model, architecture and report to ``output`` (default: config's).
 
     ``supernet``: start from a shared supernet's weights (:func:`train_supernet`) instead of from scratch.
+    ``strategy``: the one :func:`build_strategy` makes of ``config`` (and the same ``target``/``weight``), given
+    to inspect it afterwards, e.g. :meth:`~nni_udc.strategies.UDC.supernet_loss` (``benchmarks/supernet_ranking.py``).
 
     Example:
         >>> from nni_udc.config import parse_config
@@ -353,7 +355,8 @@ def run_search(config: ExperimentConfig, *, target: float | None = None, weight:
         >>> outcome.relative_cost <= 0.1                                   # doctest: +SKIP
         True
     """
-    strategy = build_strategy(config, target=target, weight=weight, supernet=supernet)  # a wrong file fails first
+    if strategy is None:
+        strategy = build_strategy(config, target=target, weight=weight, supernet=supernet)  # a wrong file fails first
     target, weight = resolve_budget(config, target=target, weight=weight)
     output = Path(output if output is not None else config.output)
     output.mkdir(parents=True, exist_ok=True)

@@ -134,7 +134,34 @@ def test_a_drawn_width_is_the_same_for_the_weights_and_the_output_mask():
     assert widths == {2, 4, 6}
 
 
-@pytest.mark.parametrize("sampled", ["sparsity", ["sparsity", "depth"], [3]])
+@pytest.mark.parametrize("sampled", ["sparsity", ["sparsity", "depth"], [3], 5])
 def test_bad_sampled_arguments_are_named(sampled):
     with pytest.raises(ValueError, match="sampled must be a list of searched layer arguments out of"):
         UDC(sampled=sampled)
+
+
+@pytest.mark.slow  # one real search
+def test_a_search_draws_what_it_is_told_and_exports_the_candidate_its_supernet_scores_best(tmp_path):
+    from nni_udc.config import parse_config
+    from nni_udc.experiment import build_strategy, quiet, run_search
+    from nni_udc.strategies.supernet import MixedCompressedOp
+
+    config = parse_config({
+        "space": {"name": "digits", "args": {"widths": [8, 16], "weight_bits": [2, 8], "sparsity": [0.0, 0.5]}},
+        "training": {"epochs": 1, "finetune_epochs": 0},
+        "strategy": {"name": "udc", "args": {"candidates": 4, "samples": 20, "sampled": ["sparsity", "weight_bits"]}},
+        "search": {"target": 0.2}, "output": str(tmp_path / "run")}, "inline")
+    strategy = build_strategy(config)
+    with pytest.raises(RuntimeError, match="supernet_loss needs a finished search"):
+        strategy.supernet_loss({})
+    with quiet():
+        outcome = run_search(config, strategy=strategy)
+    assert outcome.sample == strategy.result.sample  # run_search ran the strategy it was given
+    ops = [m for m in strategy._supernet.modules() if isinstance(m, MixedCompressedOp)]
+    assert ops and all(m.sampled == {"sparsity", "weight_bits"} for m in ops)
+    # parsimony 0: the export is the candidate of lowest supernet loss among those the budget fitter scored
+    scored = [sample for sample, _ in strategy._scored[0].losses.values()]
+    assert len(scored) > 4
+    best = strategy.supernet_loss(outcome.sample)
+    assert all(best <= strategy.supernet_loss(s) for s in scored)
+    assert strategy.supernet_loss(outcome.sample) == best  # the same batches every time

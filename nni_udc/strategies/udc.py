@@ -213,7 +213,7 @@ class UDC(DARTS):
                  step_size: float = 1.0, reference: float | None = None, example_input: Any = None,
                  arc_learning_rate: float = 1e-2, warmup_epochs: int = 0,
                  temperature: float | tuple[float, float] | None = None, gumbel: bool = False,
-                 sampled: Sequence[str] = (), candidates: int = 1,
+                 sampled: Sequence[str] | None = (), candidates: int = 1,
                  samples: int = 0, uniform: bool = False, refine: int = 0, parsimony: float = 0.0,
                  exports: int = 1, finetune_epochs: int = 0, finetune_learning_rate: float | None = None,
                  report_costs: Sequence[str] | None = None, seed: int | None = None,
@@ -245,7 +245,8 @@ class UDC(DARTS):
             raise ValueError(f"parsimony must be a number of standard errors >= 0, but got {parsimony!r}")
         if not isinstance(exports, int) or isinstance(exports, bool) or exports < 1:
             raise ValueError(f"exports must be an integer >= 1, but got {exports!r}")
-        if isinstance(sampled, str) or not all(name in SAMPLEABLE for name in sampled):
+        sampled = () if sampled is None else sampled
+        if not isinstance(sampled, (list, tuple, set, frozenset)) or not all(name in SAMPLEABLE for name in sampled):
             raise ValueError(f"sampled must be a list of searched layer arguments out of {list(SAMPLEABLE)}, "
                              f"but got {sampled!r}")
         for name in report_costs:
@@ -274,6 +275,7 @@ class UDC(DARTS):
         self._result: SearchResult | None = None
         self._final: RawFormatModelSpace | None = None
         self._scored: tuple[_SupernetScore, Callable[[Mapping[str, Any]], float]] | None = None
+        self._loss: _SupernetScore | None = None  # supernet_loss's score where the export scored nothing
         #: the cheaper exports (``exports`` > 1), most expensive first: after export_result, fine-tuned by finetune
         self.ladder: list[SearchResult] = []
 
@@ -423,6 +425,19 @@ class UDC(DARTS):
                                     reference_costs=self.reference_costs, model=model)
         _logger.info("UDC result: %s", self._result)
         return self._result
+
+    def supernet_loss(self, sample: Mapping[str, Any]) -> float:
+        """The supernet's loss with its architecture set to ``sample``: the score the export ranks candidates by
+        (the evaluator's validation data, the same batches for every sample; lower is better). Call it after the
+        search and before :meth:`finetune`, which may train modules the supernet shares with the export.
+        ``benchmarks/supernet_ranking.py`` measures how well it ranks stand-alone accuracy."""
+        if self._supernet is None or self.distribution is None:
+            raise RuntimeError("UDC.supernet_loss needs a finished search: run the experiment first")
+        if self._scored is not None:  # the export's own score: its batches, and the samples it scored already
+            return self._scored[0](sample)
+        if self._loss is None:
+            self._loss = _SupernetScore(self._supernet, self.distribution, self.model_space.evaluator)
+        return self._loss(sample)
 
     def finetune(self, *, epochs: int | None = None, train_dataloaders: Any = None, val_dataloaders: Any = None) -> float:
         """Fine-tune the exported model (then each of its :attr:`ladder`) with its compression applied; set and
