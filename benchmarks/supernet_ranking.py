@@ -10,7 +10,8 @@ grid with the supernet's loss, and prints the Spearman rank correlation of ``-lo
 accuracy trained alone (the uniform baseline, ``nni-udc baseline``; trained into ``OUT/grid-seed<s>`` or reused
 from there): over all models, and over those at or above ``--floor`` test accuracy, where the front lives.
 
-``--variant NAME=JSON`` merges JSON into ``strategy.args`` (repeatable; default one variant, the file as it is).
+``--variant NAME=JSON`` sets the strategy's fields (``warmup_epochs``, ``temperature``, ``arc_learning_rate``, ...)
+and merges everything else into ``strategy.args`` (repeatable; default one variant, the file as it is).
 The first variant is the reference: every other one is also shown as the paired difference (same seed, same grid)
 with its standard error over the seeds.
 
@@ -27,12 +28,12 @@ import math
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from nni_udc._table import format_table
-from nni_udc.config import ExperimentConfig, load_config
+from nni_udc.config import ExperimentConfig, StrategyConfig, load_config
 from nni_udc.experiment import build_strategy, quiet, run_baseline, run_search
 
 
@@ -77,8 +78,12 @@ def _standard_error(values: list[float]) -> float:
 
 def rank(config: ExperimentConfig, variant: str, args: dict[str, Any], out: Path, floor: float) -> Ranking:
     grid = run_baseline(config, output=out / f"grid-seed{config.seed}", progress=False).points
+    own = {f.name for f in fields(StrategyConfig)} - {"name", "args"}  # the strategy section's fields, not args
+    strategy_fields = {k: v for k, v in args.items() if k in own}
+    extra = {k: v for k, v in args.items() if k not in own}
     searched = replace(config, training=replace(config.training, finetune_epochs=0),
-                       strategy=replace(config.strategy, args={**config.strategy.args, **args, "exports": 1}))
+                       strategy=replace(config.strategy, **strategy_fields,
+                                        args={**config.strategy.args, **extra, "exports": 1}))
     strategy = build_strategy(searched)
     started = time.time()
     outcome = run_search(searched, output=out / f"{variant}-seed{config.seed}", logger=False, strategy=strategy)
@@ -94,7 +99,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", type=Path, help="experiment file (one-shot strategy)")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
-                        help="strategy.args to merge in, e.g. drawn='{\"sampled\": [\"sparsity\"]}' (repeatable)")
+                        help="strategy fields to set and strategy.args to merge in, e.g. "
+                        "drawn='{\"sampled\": [\"sparsity\"]}' or warm='{\"warmup_epochs\": 3}' (repeatable)")
     parser.add_argument("--runs", type=int, default=3, help="experiment seeds (default: 3)")
     parser.add_argument("--first-seed", type=int, default=0, help="the first experiment seed (default: 0)")
     parser.add_argument("--floor", type=float, default=0.93, help="test accuracy of the grid's top part (default: 0.93)")
