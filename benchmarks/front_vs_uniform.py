@@ -93,7 +93,7 @@ def run(path: Path, out: Path, *, workers: int | None, seeds: int, seed: int | N
                baseline_seconds, retrained)
 
 
-def _standard_error(values: list[float]) -> float:
+def standard_error(values: list[float]) -> float:
     """The standard error of the mean of ``values`` (0 for fewer than two)."""
     return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
 
@@ -108,10 +108,10 @@ def _mean_rows(rows: list[Row]) -> list[list[str]]:
         medians = [c.median_ratio for c in mine if c.median_ratio is not None and not math.isinf(c.median_ratio)]
         volumes = [c.search_hypervolume for c in mine]
         table.append([name, len(mine),
-                      f"{statistics.mean(medians):.2f}x ± {_standard_error(medians):.2f}" if medians else "n/a",
+                      f"{statistics.mean(medians):.2f}x ± {standard_error(medians):.2f}" if medians else "n/a",
                       f"{min(medians):.2f}x-{max(medians):.2f}x" if medians else "n/a",
                       f"{sum(bool(c.never_worse) for c in mine)} of {len(mine)}",
-                      f"{statistics.mean(volumes):.4f} ± {_standard_error(volumes):.4f}",
+                      f"{statistics.mean(volumes):.4f} ± {standard_error(volumes):.4f}",
                       f"{statistics.mean(c.baseline_hypervolume for c in mine):.4f}"])
     return table
 

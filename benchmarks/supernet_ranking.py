@@ -18,13 +18,12 @@ with its standard error over the seeds.
     .venv/bin/python benchmarks/supernet_ranking.py examples/udc-digits.yaml --runs 5 --out runs/ranking \\
         --variant mixed='{}' --variant drawn='{"sampled": ["sparsity", "weight_bits"]}'
 
-Not a test: the grids take about 100 s per seed on 2 cores (once), each search about 20 s.
+Not a test: the grids take about 100 s per seed on 2 cores (once), each search about 10 s.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import tempfile
 import time
@@ -32,8 +31,11 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from front_vs_uniform import standard_error  # this script's neighbour (its folder is on sys.path)
+
 from nni_udc._table import format_table
 from nni_udc.config import ExperimentConfig, StrategyConfig, load_config
+from nni_udc.evaluators.npu_calibration import spearman
 from nni_udc.experiment import build_strategy, quiet, run_baseline, run_search
 
 
@@ -46,34 +48,6 @@ class Ranking:
     top: int
     export_bits: float
     seconds: float
-
-
-def spearman(x: list[float], y: list[float]) -> float:
-    """Spearman's rank correlation (ties get their mean rank).
-
-    >>> round(spearman([1, 2, 3, 4], [10, 30, 20, 40]), 3)
-    0.8
-    """
-    def ranks(values: list[float]) -> list[float]:
-        order = sorted(range(len(values)), key=values.__getitem__)
-        out = [0.0] * len(values)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                out[order[k]] = (i + j) / 2
-            i = j + 1
-        return out
-    rx, ry = ranks(x), ranks(y)
-    mx, my = statistics.mean(rx), statistics.mean(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    return cov / math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
-
-
-def _standard_error(values: list[float]) -> float:
-    return statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else 0.0
 
 
 def rank(config: ExperimentConfig, variant: str, args: dict[str, Any], out: Path, floor: float) -> Ranking:
@@ -138,10 +112,10 @@ def main() -> None:
         base = {r.seed: r for r in rows if r.variant == reference}
         alls, tops = [r.spearman for r in mine.values()], [r.spearman_top for r in mine.values()]
         diffs = [mine[s].spearman_top - base[s].spearman_top for s in mine]
-        summary.append([name, len(mine), f"{statistics.mean(alls):.3f} ± {_standard_error(alls):.3f}",
-                        f"{statistics.mean(tops):.3f} ± {_standard_error(tops):.3f}",
+        summary.append([name, len(mine), f"{statistics.mean(alls):.3f} ± {standard_error(alls):.3f}",
+                        f"{statistics.mean(tops):.3f} ± {standard_error(tops):.3f}",
                         "reference" if name == reference else
-                        f"{statistics.mean(diffs):+.3f} ± {_standard_error(diffs):.3f} "
+                        f"{statistics.mean(diffs):+.3f} ± {standard_error(diffs):.3f} "
                         f"({sum(d > 0 for d in diffs)} of {len(diffs)} higher)"])
     print(f"\nmean ± standard error over seeds {args.first_seed}-{args.first_seed + args.runs - 1}:")
     print(format_table(["variant", "runs", "Spearman (all)", f"Spearman (>= {args.floor:g})",
